@@ -1,0 +1,192 @@
+"""Train stage: the dropout MLP on the train split, validated on the validation split each epoch.
+
+Per-epoch loss and accuracy go to DVCLive (curves for `dvc plots`) and one line to the terminal.
+The model is saved in Keras's native `.keras` format with its timestamps fixed, so the same
+commit and params give the same model bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from stages.atomic import atomic_directory, atomic_file
+from stages.cli import run_stage
+from stages.dataset import CLASS_NAMES, ZIP_EPOCH, Split, load_split
+from stages.params import load_params, require
+from stages.runtime import configure_tensorflow, keras
+
+# Steps run per call into TensorFlow: Python overhead per batch of 32 dominated the seed's epochs.
+STEPS_PER_EXECUTION = 500
+VALIDATION_BATCH_SIZE = 1000
+FIXED_SAVE_DATE = "1980-01-01@00:00:00"
+Metrics = dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    SECTION: ClassVar[str] = "train"
+    hidden_units: tuple[int, ...]
+    dropout: float
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        require(len(self.hidden_units) > 0, "train.hidden_units", "a non-empty list of layer sizes")
+        require(all(units > 0 for units in self.hidden_units), "train.hidden_units", "positive integers")
+        require(0.0 <= self.dropout < 1.0, "train.dropout", "in [0, 1)")
+        require(self.learning_rate > 0.0, "train.learning_rate", "positive")
+        require(self.batch_size >= 1, "train.batch_size", "at least 1")
+        require(self.epochs >= 1, "train.epochs", "at least 1")
+        require(self.seed >= 0, "train.seed", "a non-negative integer")
+
+
+def build_model(params: TrainParams, image_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
+    """Flatten, then Dropout before every Dense layer but the output's, as in the seed article."""
+    layers = [keras.Input(image_shape), keras.layers.Flatten()]
+    for index, units in enumerate(params.hidden_units):
+        layers.append(keras.layers.Dropout(params.dropout, seed=params.seed + index))
+        layers.append(keras.layers.Dense(units, activation="relu"))
+    layers.append(keras.layers.Dropout(params.dropout, seed=params.seed + len(params.hidden_units)))
+    layers.append(keras.layers.Dense(len(CLASS_NAMES), activation="softmax"))
+    model = keras.Sequential(layers, name="dropout_mlp")
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
+    )
+    return model
+
+
+def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+    """The shuffle of one epoch, a function of (seed, epoch) only, so any epoch can be replayed."""
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def train_model(
+    model: keras.Model,
+    train: Split,
+    validation: Split,
+    params: TrainParams,
+    on_epoch_end: Callable[[int, Metrics], None] = lambda epoch, metrics: None,
+) -> list[Metrics]:
+    """Run `params.epochs` epochs of minibatch SGD; returns each epoch's train and validation metrics."""
+    history = []
+    for epoch in range(params.epochs):
+        order = epoch_order(params.seed, epoch, len(train.labels))
+        result = model.fit(
+            train.images[order],
+            train.labels[order],
+            batch_size=params.batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,
+            validation_data=tuple(validation),
+            validation_batch_size=VALIDATION_BATCH_SIZE,
+            verbose=0,
+        )
+        metrics = {name: float(values[-1]) for name, values in result.history.items()}
+        history.append(metrics)
+        on_epoch_end(epoch, metrics)
+    return history
+
+
+def _renumber_shared_objects(config: object, numbers: dict[int, int]) -> None:
+    """Replace Keras's `shared_object_id`s (Python object addresses) by first-seen order."""
+    if isinstance(config, dict):
+        if "shared_object_id" in config:
+            config["shared_object_id"] = numbers.setdefault(config["shared_object_id"], len(numbers) + 1)
+        for value in config.values():
+            _renumber_shared_objects(value, numbers)
+    elif isinstance(config, list):
+        for value in config:
+            _renumber_shared_objects(value, numbers)
+
+
+def canonical_keras_archive(archive: bytes) -> bytes:
+    """The same `.keras` zip without what changes from save to save of the same weights.
+
+    That is the save date, the zip entry timestamps, and the memory addresses Keras writes as
+    ids of shared objects in `config.json`.
+    """
+    output = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as source, zipfile.ZipFile(output, "w") as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata["date_saved"] = FIXED_SAVE_DATE
+                data = json.dumps(metadata).encode()
+            elif entry.filename == "config.json":
+                config = json.loads(data)
+                _renumber_shared_objects(config, {})
+                data = json.dumps(config).encode()
+            target.writestr(zipfile.ZipInfo(entry.filename, date_time=ZIP_EPOCH), data, entry.compress_type)
+    return output.getvalue()
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    with atomic_file(path) as temporary:
+        model.save(temporary)
+        temporary.write_bytes(canonical_keras_archive(temporary.read_bytes()))
+
+
+def _progress_printer(epochs: int, live: object) -> Callable[[int, Metrics], None]:
+    """An epoch-end hook that logs to DVCLive and prints one line with the epoch's seconds."""
+    started = time.perf_counter()
+
+    def report(epoch: int, metrics: Metrics) -> None:
+        nonlocal started
+        for name, value in metrics.items():
+            split, metric = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+            live.log_metric(f"{split}/{metric}", value)
+        live.next_step()
+        seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        print(
+            f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}"
+            f"  loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}"
+            f"  val_loss {metrics['val_loss']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}"
+            f"  {seconds:.1f}s",
+            flush=True,
+        )
+
+    return report
+
+
+def _main(argv: Sequence[str] | None) -> None:
+    from dvclive import Live
+
+    parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
+    parser.add_argument("prepared", type=Path, help="directory with train.npz and validation.npz")
+    parser.add_argument("model", type=Path, help="where to write the .keras model")
+    parser.add_argument("curves", type=Path, help="DVCLive directory for the per-epoch metrics")
+    args = parser.parse_args(argv)
+    params = load_params(TrainParams)
+    train, validation = load_split(args.prepared, "train"), load_split(args.prepared, "validation")
+    configure_tensorflow(params.seed)
+    model = build_model(params, train.images.shape[1:])
+    with atomic_directory(args.curves) as staging:
+        with Live(str(staging), save_dvc_exp=False, dvcyaml=False) as live:
+            train_model(model, train, validation, params, _progress_printer(params.epochs, live))
+        save_model(model, args.model)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage("train", _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
