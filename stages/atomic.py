@@ -10,19 +10,17 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove temporaries that a killed earlier run of this output left behind."""
-    for stale in path.parent.glob(f"{TEMP_PREFIX}{path.stem}-*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:
@@ -30,43 +28,50 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path`, on any exception it is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.stem}-", suffix=path.suffix)
-    os.close(descriptor)
-    temporary = Path(name)
-    try:
-        yield temporary
-        temporary.chmod(0o644)
-        _fsync(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_directory(path: Path) -> Iterator[Path]:
-    """Yield a temporary directory to fill; on success it becomes `path` (replacing an old one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.stem}-"))
-    try:
-        yield temporary
-        temporary.chmod(0o755)
-        for child in temporary.rglob("*"):
-            if child.is_file():
-                _fsync(child)
+def publish(staged: Path, path: Path) -> None:
+    """Move a finished file or directory onto `path`, replacing whatever is there."""
+    files = [child for child in staged.rglob("*") if child.is_file()] if staged.is_dir() else [staged]
+    for file in files:
+        file.chmod(0o644)
+        _fsync(file)
+    if staged.is_dir():
+        staged.chmod(0o755)
         if path.exists():
-            previous = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.stem}-old-"))
-            os.replace(path, previous / path.name)
-            os.replace(temporary, path)
-            shutil.rmtree(previous)
-        else:
-            os.replace(temporary, path)
+            # os.replace cannot replace a non-empty directory: move the old one aside first.
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.stem}-old-"))
+            os.replace(path, old / path.name)
+            os.replace(staged, path)
+            shutil.rmtree(old)
+            return
+    os.replace(staged, path)
+
+
+@contextmanager
+def _staged(path: Path, make_directory: bool) -> Iterator[Path]:
+    """A fresh temporary beside `path`, published there on success and removed on any exception."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f"{TEMP_PREFIX}{path.stem}-*"):  # left by a killed earlier run
+        _remove(stale)
+    prefix = f"{TEMP_PREFIX}{path.stem}-"
+    if make_directory:
+        temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+    else:
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=path.suffix)
+        os.close(descriptor)
+        temporary = Path(name)
+    try:
+        yield temporary
+        publish(temporary, path)
     except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
+        _remove(temporary)
         raise
+
+
+def atomic_file(path: Path) -> AbstractContextManager[Path]:
+    """Yield a temporary path to write; on success it replaces `path`, on any exception it is removed."""
+    return _staged(path, make_directory=False)
+
+
+def atomic_directory(path: Path) -> AbstractContextManager[Path]:
+    """Yield a temporary directory to fill; on success it replaces `path`, on any exception it is removed."""
+    return _staged(path, make_directory=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.atomic import atomic_directory
+from stages.atomic import atomic_file
 from stages.cli import StageError, run_stage
 from stages.dataset import CLASS_NAMES, load_split
 
@@ -58,8 +58,10 @@ def score(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[s
 
 
 def _write_outputs(directory: Path, metrics: dict[str, object], labels: np.ndarray, predictions: np.ndarray) -> None:
-    (directory / "metrics.json").write_text(json.dumps({"test": metrics}, indent=2) + "\n", encoding="utf-8")
-    with open(directory / "confusion.csv", "w", newline="", encoding="utf-8") as handle:
+    """Each file is its own DVC output (metrics in git, confusion data cached): publish each atomically."""
+    with atomic_file(directory / "metrics.json") as temporary:
+        temporary.write_text(json.dumps({"test": metrics}, indent=2) + "\n", encoding="utf-8")
+    with atomic_file(directory / "confusion.csv") as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["actual", "predicted"])
         writer.writerows((CLASS_NAMES[a], CLASS_NAMES[p]) for a, p in zip(labels.tolist(), predictions.tolist()))
@@ -81,8 +83,7 @@ def _main(argv: Sequence[str] | None) -> None:
     model = keras.saving.load_model(args.model)
     probabilities = model.predict(test.images, batch_size=PREDICT_BATCH_SIZE, verbose=0)
     metrics = score(probabilities, test.labels, CLASS_NAMES)
-    with atomic_directory(args.output) as staging:
-        _write_outputs(staging, metrics, test.labels, probabilities.argmax(axis=1))
+    _write_outputs(args.output, metrics, test.labels, probabilities.argmax(axis=1))
     print(f"evaluate: test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from stages.atomic import atomic_directory, atomic_file
+from stages.atomic import TEMP_PREFIX, atomic_file, publish
 from stages.cli import run_stage
 from stages.dataset import CLASS_NAMES, ZIP_EPOCH, Split, load_split
 from stages.params import load_params, require
@@ -178,10 +179,14 @@ def _main(argv: Sequence[str] | None) -> None:
     train, validation = load_split(args.prepared, "train"), load_split(args.prepared, "validation")
     configure_tensorflow(params.seed)
     model = build_model(params, train.images.shape[1:])
-    with atomic_directory(args.curves) as staging:
-        with Live(str(staging), save_dvc_exp=False, dvcyaml=False) as live:
+    args.curves.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.curves, prefix=TEMP_PREFIX) as staging:
+        with Live(staging, save_dvc_exp=False, dvcyaml=False) as live:
             train_model(model, train, validation, params, _progress_printer(params.epochs, live))
         save_model(model, args.model)
+        # DVC tracks these two separately (plots cached, metrics in git): publish each one.
+        for name in ("plots", "metrics.json"):
+            publish(Path(staging, name), args.curves / name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
