@@ -9,13 +9,31 @@ environment, so that the same commit gives the same float results everywhere it 
 from __future__ import annotations
 
 import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 TENSORFLOW_THREADS = 1
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """TensorFlow's C++ start-up lines (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL: hide them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+with _native_stderr_silenced():
+    import keras
+    import tensorflow as tf
 
 
 def configure_tensorflow(seed: int) -> None:
@@ -24,3 +42,6 @@ def configure_tensorflow(seed: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(TENSORFLOW_THREADS)
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
+
+
+__all__ = ["configure_tensorflow", "keras", "tf"]

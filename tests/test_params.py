@@ -1,0 +1,116 @@
+"""Params are parsed into frozen dataclasses and rejected, naming the key, before any output opens."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT, run_stage
+
+from stages.fetch import FetchParams
+from stages.params import ParamsError, load_params, parse_params
+from stages.prepare import PrepareParams
+from stages.train import TrainParams
+
+DEFAULTS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def with_value(key: str, value: object) -> dict:
+    document = copy.deepcopy(DEFAULTS)
+    section, name = key.split(".")
+    if value is KeyError:
+        del document[section][name]
+    else:
+        document[section][name] = value
+    return document
+
+
+def test_defaults_are_the_seed_articles_network() -> None:
+    train = parse_params(TrainParams, DEFAULTS)
+    assert train == TrainParams(
+        hidden_units=(200, 100, 60), dropout=0.2, learning_rate=0.01, batch_size=32, epochs=60, seed=train.seed
+    )
+    assert parse_params(PrepareParams, DEFAULTS).val_size == 5000
+    assert "/usr/share/datasets/fashion-mnist" in parse_params(FetchParams, DEFAULTS).sources
+
+
+def test_params_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parse_params(TrainParams, DEFAULTS).dropout = 0.5  # type: ignore[misc]
+
+
+def test_an_integer_is_accepted_where_a_float_is_expected() -> None:
+    assert parse_params(TrainParams, with_value("train.dropout", 0)).dropout == 0.0
+
+
+INVALID = [
+    (TrainParams, "train.dropout", KeyError, "missing key 'train.dropout'"),
+    (TrainParams, "train.dropout", "0.2", "'train.dropout' must be float"),
+    (TrainParams, "train.dropout", 1.0, "'train.dropout' must be in [0, 1)"),
+    (TrainParams, "train.dropout", -0.1, "'train.dropout' must be in [0, 1)"),
+    (TrainParams, "train.epochs", 0, "'train.epochs' must be at least 1"),
+    (TrainParams, "train.epochs", 2.5, "'train.epochs' must be int"),
+    (TrainParams, "train.epochs", True, "'train.epochs' must be int"),
+    (TrainParams, "train.batch_size", 0, "'train.batch_size' must be at least 1"),
+    (TrainParams, "train.learning_rate", 0, "'train.learning_rate' must be positive"),
+    (TrainParams, "train.hidden_units", [], "'train.hidden_units' must be a non-empty list"),
+    (TrainParams, "train.hidden_units", [200, 0], "'train.hidden_units' must be positive integers"),
+    (TrainParams, "train.hidden_units", [200, "x"], "'train.hidden_units[1]' must be int"),
+    (TrainParams, "train.hidden_units", 200, "'train.hidden_units' must be a list"),
+    (TrainParams, "train.seed", -1, "'train.seed' must be a non-negative integer"),
+    (PrepareParams, "prepare.val_size", 60000, "'prepare.val_size' must be in [10, 60000)"),
+    (PrepareParams, "prepare.val_size", 5, "'prepare.val_size' must be in [10, 60000)"),
+    (PrepareParams, "prepare.seed", None, "'prepare.seed' must be int"),
+    (FetchParams, "fetch.sources", [], "'fetch.sources' must be a non-empty list"),
+    (FetchParams, "fetch.sources", [""], "'fetch.sources' must be a list of non-empty strings"),
+]
+
+
+@pytest.mark.parametrize(("cls", "key", "value", "message"), INVALID, ids=[f"{k}={v!r}" for _, k, v, _ in INVALID])
+def test_invalid_value_is_rejected_naming_the_key(cls: type, key: str, value: object, message: str) -> None:
+    with pytest.raises(ParamsError) as error:
+        parse_params(cls, with_value(key, value))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_section_is_named() -> None:
+    with pytest.raises(ParamsError, match="missing section 'train'"):
+        parse_params(TrainParams, {"prepare": DEFAULTS["prepare"]})
+
+
+def test_missing_file_and_malformed_yaml_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="params.yaml: cannot read"):
+        load_params(TrainParams, tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: not valid YAML at line \d"):
+        load_params(TrainParams, tmp_path / "params.yaml")
+
+
+STAGE_OUTPUTS = {
+    "fetch": (["data/raw"], "data/raw/train-images-idx3-ubyte"),
+    "prepare": (["data/raw", "data/prepared"], "data/prepared/train.npz"),
+    "train": (["data/prepared", "models/model.keras", "reports/training"], "models/model.keras"),
+}
+
+
+@pytest.mark.parametrize("stage", STAGE_OUTPUTS)
+def test_stage_with_a_bad_param_exits_non_zero_and_leaves_outputs_alone(tmp_path: Path, stage: str) -> None:
+    """DVC would run the stage anyway (it never checks types): the stage itself must refuse cleanly."""
+    args, output = STAGE_OUTPUTS[stage]
+    previous = tmp_path / output
+    previous.parent.mkdir(parents=True)
+    previous.write_bytes(b"previous good output")
+    key = {"fetch": "fetch.sources", "prepare": "prepare.val_size", "train": "train.epochs"}[stage]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_value(key, "three")))
+
+    result = run_stage(stage, *args, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert f"'{key}'" in result.stderr
+    assert previous.read_bytes() == b"previous good output"
+    assert sorted(p.name for p in previous.parent.iterdir()) == [previous.name]

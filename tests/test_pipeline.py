@@ -1,0 +1,59 @@
+"""The whole pipeline with the real `dvc` CLI in a throwaway git repository, on the real data (1 epoch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import dvc, git, project, requires_debian_data, set_param  # noqa: F401  (project is a fixture)
+
+STAGES = ("fetch", "prepare", "train", "evaluate")
+
+
+def ran(output: str) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
+
+
+@requires_debian_data
+def test_repro_reruns_only_what_a_param_change_touches_and_restores_from_run_cache(project: Path) -> None:
+    set_param(project, "train.epochs", "1")
+    first = dvc(project, "repro").stdout
+    assert ran(first) == list(STAGES)
+    assert "epoch 1/1  loss " in first
+    metrics = json.loads((project / "reports/evaluation/metrics.json").read_text())["test"]
+    assert 0.6 < metrics["accuracy"] <= 1 and len(metrics["per_class"]) == 10
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "baseline")
+
+    set_param(project, "train.dropout", "0.3")
+    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {"train"}
+    changed = dvc(project, "repro").stdout
+    assert ran(changed) == ["train", "evaluate"]
+    assert "Stage 'fetch' didn't change" in changed and "Stage 'prepare' didn't change" in changed
+    diff = json.loads(dvc(project, "metrics", "diff", "--json").stdout)
+    assert "test.accuracy" in diff["reports/evaluation/metrics.json"]
+    assert "train.dropout" in json.loads(dvc(project, "params", "diff", "--json").stdout)["params.yaml"]
+
+    set_param(project, "train.dropout", "0.2")
+    restored = dvc(project, "repro").stdout
+    assert ran(restored) == [] and "epoch " not in restored
+    assert "Stage 'train' is cached - skipping run" in restored
+    assert git(project, "status", "--porcelain") == ""  # byte-identical to the committed results
+
+    nothing = dvc(project, "repro").stdout
+    assert ran(nothing) == [] and "Data and pipelines are up to date." in nothing
+
+
+@requires_debian_data
+def test_rerunning_every_stage_from_scratch_gives_identical_bytes(project: Path) -> None:
+    set_param(project, "train.epochs", "1")
+    dvc(project, "repro")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "first run")
+    lock = (project / "dvc.lock").read_text()
+
+    again = dvc(project, "repro", "--force", "--no-run-cache").stdout
+    assert ran(again) == list(STAGES)
+    # dvc.lock holds the md5 of every file in data/, models/ and reports/: unchanged means identical bytes.
+    assert (project / "dvc.lock").read_text() == lock
+    assert git(project, "status", "--porcelain") == ""

@@ -1,0 +1,101 @@
+"""Prepare: IDX parsing with clear errors, [0, 1] scaling, a stratified validation split never trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import idx_bytes
+
+from stages.dataset import Split, load_split, save_split
+from stages.prepare import IdxError, PrepareParams, decode_split, normalise, parse_idx, prepare_splits, stratified_split
+
+NAMES = ("images-idx3-ubyte", "labels-idx1-ubyte")
+
+
+def tiny_split(count: int, seed: int = 0) -> Split:
+    rng = np.random.default_rng(seed)
+    return Split(rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), np.arange(count, dtype=np.uint8) % 10)
+
+
+def test_parse_idx_round_trips() -> None:
+    images = tiny_split(3).images
+    assert np.array_equal(parse_idx(idx_bytes(images), "x", ndim=3), images)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x00\x00\x08", "truncated header"),
+        (b"\x00\x00\x0d\x01" + (4).to_bytes(4, "big") + b"\x00" * 16, "bad magic number 00000d01"),
+        (b"\x08\x03\x08\x01" + (4).to_bytes(4, "big") + b"\x00" * 4, "bad magic number"),
+        (b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"\x01\x02", "10 bytes, header (5,) needs 13"),
+        (b"\x00\x00\x08\x01" + (1).to_bytes(4, "big") + b"\x01\x02", "10 bytes, header (1,) needs 9"),
+        (b"\x00\x00\x08\x03" + (1).to_bytes(4, "big") + b"\x00", "bad magic number 00000803 (expected 00000801)"),
+    ],
+    ids=["truncated-header", "float-dtype", "bad-prefix", "truncated-data", "trailing-bytes", "wrong-ndim"],
+)
+def test_malformed_idx_is_a_clear_error_naming_the_file(data: bytes, message: str) -> None:
+    with pytest.raises(IdxError, match=r"^labels-idx1-ubyte: ") as error:
+        parse_idx(data, "labels-idx1-ubyte", ndim=1)
+    assert message in str(error.value)
+
+
+def test_decode_split_checks_shape_count_and_label_range() -> None:
+    split = tiny_split(4)
+    with pytest.raises(IdxError, match=r"images are \(28, 27\)"):
+        decode_split(idx_bytes(split.images[:, :, :27]), idx_bytes(split.labels), NAMES)
+    with pytest.raises(IdxError, match="has 4 images but labels-idx1-ubyte has 3 labels"):
+        decode_split(idx_bytes(split.images), idx_bytes(split.labels[:3]), NAMES)
+    with pytest.raises(IdxError, match="label 10 outside 0..9"):
+        decode_split(idx_bytes(split.images), idx_bytes(np.array([0, 1, 2, 10], np.uint8)), NAMES)
+
+
+def test_normalise_maps_bytes_onto_zero_to_one_in_float32() -> None:
+    scaled = normalise(np.array([0, 1, 128, 255], dtype=np.uint8))
+    assert scaled.dtype == np.float32
+    assert scaled[0] == 0.0 and scaled[-1] == 1.0 and np.all(np.diff(scaled) > 0)
+
+
+def test_stratified_split_is_disjoint_complete_stratified_and_seeded() -> None:
+    labels = np.repeat(np.arange(10, dtype=np.uint8), [100, 100, 100, 100, 100, 100, 100, 100, 100, 50])
+    train, validation = stratified_split(labels, 190, seed=3)
+
+    assert len(validation) == 190 and len(train) == len(labels) - 190
+    assert not np.intersect1d(train, validation).size
+    assert np.array_equal(np.sort(np.concatenate([train, validation])), np.arange(len(labels)))
+    # 190 of 950 is 20% of each class: 20 of every 100, 10 of the 50.
+    assert np.bincount(labels[validation]).tolist() == [20] * 9 + [10]
+    assert np.array_equal(stratified_split(labels, 190, seed=3)[1], validation)
+    assert not np.array_equal(stratified_split(labels, 190, seed=4)[1], validation)
+
+
+def test_stratified_split_hits_the_exact_size_when_shares_are_fractional() -> None:
+    labels = np.arange(33, dtype=np.uint8) % 10
+    assert len(stratified_split(labels, 7, seed=0)[1]) == 7
+
+
+def test_val_size_larger_than_the_data_is_an_error() -> None:
+    with pytest.raises(Exception, match="'prepare.val_size' is 40, but there are only 30"):
+        stratified_split(np.arange(30, dtype=np.uint8) % 10, 40, seed=0)
+
+
+def test_prepare_splits_keeps_test_whole_and_validation_out_of_train() -> None:
+    train, test = tiny_split(100, seed=1), tiny_split(20, seed=2)
+    splits = prepare_splits(train, test, PrepareParams(val_size=10, seed=0))
+
+    assert [len(splits[name].labels) for name in ("train", "validation", "test")] == [90, 10, 20]
+    flat = {name: {row.tobytes() for row in split.images} for name, split in splits.items()}
+    assert not flat["train"] & flat["validation"]
+    assert np.array_equal(splits["test"].images, normalise(test.images))
+    assert all(split.images.dtype == np.float32 for split in splits.values())
+
+
+def test_saved_splits_round_trip_and_have_stable_bytes(tmp_path: Path) -> None:
+    split = Split(normalise(tiny_split(5).images), tiny_split(5).labels)
+    save_split(tmp_path / "a.npz", split)
+    save_split(tmp_path / "b.npz", split)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    loaded = load_split(tmp_path, "a")
+    assert np.array_equal(loaded.images, split.images) and np.array_equal(loaded.labels, split.labels)

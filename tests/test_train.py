@@ -1,0 +1,76 @@
+"""Train: the seed article's network, deterministic training, and model files with stable bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.dataset import Split
+from stages.runtime import configure_tensorflow, keras
+from stages.train import TrainParams, build_model, epoch_order, save_model, train_model
+
+# Threads can only be set before TensorFlow's first op, as in the stage; seeds are reset per test.
+configure_tensorflow(seed=0)
+PARAMS = TrainParams(hidden_units=(200, 100, 60), dropout=0.2, learning_rate=0.01, batch_size=32, epochs=2, seed=7)
+
+
+def tiny_data(count: int, seed: int) -> Split:
+    rng = np.random.default_rng(seed)
+    return Split(rng.random((count, 28, 28), dtype=np.float32), rng.integers(0, 10, count).astype(np.uint8))
+
+
+def trained_weights(params: TrainParams) -> tuple[list[np.ndarray], list[dict[str, float]]]:
+    configure_tensorflow(params.seed)
+    model = build_model(params)
+    history = train_model(model, tiny_data(96, 1), tiny_data(32, 2), params)
+    return [weight.copy() for weight in model.get_weights()], history
+
+
+def test_model_is_784_dropout_200_100_60_dropout_softmax_10() -> None:
+    model = build_model(PARAMS)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Flatten"] + ["Dropout", "Dense"] * 4
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == [200, 100, 60, 10]
+    assert [layer.activation.__name__ for layer in dense] == ["relu"] * 3 + ["softmax"]
+    dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert [layer.rate for layer in dropouts] == [0.2] * 4
+    assert model.input_shape == (None, 28, 28)
+    assert model.optimizer.learning_rate.numpy() == pytest.approx(0.01)
+
+
+def test_hidden_units_and_dropout_come_from_params() -> None:
+    model = build_model(dataclasses.replace(PARAMS, hidden_units=(16,), dropout=0.5))
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [16, 10]
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
+
+
+def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch() -> None:
+    assert sorted(epoch_order(1, 0, 50)) == list(range(50))
+    assert np.array_equal(epoch_order(1, 3, 50), epoch_order(1, 3, 50))
+    assert not np.array_equal(epoch_order(1, 3, 50), epoch_order(1, 4, 50))
+
+
+def test_training_is_deterministic_and_reports_each_epoch() -> None:
+    first_weights, history = trained_weights(PARAMS)
+    second_weights, _ = trained_weights(PARAMS)
+    assert len(history) == 2
+    assert set(history[0]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights))
+    other_seed, _ = trained_weights(dataclasses.replace(PARAMS, seed=8))
+    assert not np.array_equal(first_weights[0], other_seed[0])
+
+
+def test_saved_model_has_stable_bytes_and_loads_back(tmp_path: Path) -> None:
+    configure_tensorflow(PARAMS.seed)
+    model = build_model(PARAMS)
+    save_model(model, tmp_path / "a.keras")
+    save_model(model, tmp_path / "b.keras")
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    loaded = keras.saving.load_model(tmp_path / "a.keras")
+    images = tiny_data(4, 3).images
+    assert np.array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras"]

@@ -1,0 +1,131 @@
+"""`dvc.yaml` declares, per stage, exactly the code, files and params keys the stage reads.
+
+DVC only re-runs a stage when a declared dependency changes, so an undeclared one makes `dvc repro`
+silently stale, and a declared-but-unused one makes it re-run for nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+
+
+def module_file(module: str) -> str:
+    return module.replace(".", "/") + ".py"
+
+
+def project_imports(path: str) -> set[str]:
+    """Files of the project modules that `path` imports (directly)."""
+    tree = ast.parse((REPO_ROOT / path).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        found |= {module_file(name) for name in names if name.startswith("stages.")}
+    return found
+
+
+def code_closure(entry: str) -> set[str]:
+    seen, pending = set(), [entry]
+    while pending:
+        path = pending.pop()
+        if path not in seen:
+            seen.add(path)
+            pending.extend(project_imports(path))
+    return seen
+
+
+def params_read(entry: str) -> set[str]:
+    """Keys of the params classes the stage passes to `load_params`: SECTION plus each field name."""
+    classes = {}
+    for path in code_closure(entry):
+        for node in ast.walk(ast.parse((REPO_ROOT / path).read_text())):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name] = node
+    loaded = [
+        call.args[0].id
+        for call in ast.walk(ast.parse((REPO_ROOT / entry).read_text()))
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "load_params"
+    ]
+    keys = set()
+    for name in loaded:
+        body = classes[name].body
+        section = next(n.value.value for n in body if isinstance(n, ast.AnnAssign) and n.target.id == "SECTION")
+        fields = [n.target.id for n in body if isinstance(n, ast.AnnAssign) and "ClassVar" not in ast.unparse(n)]
+        keys |= {f"{section}.{field}" for field in fields}
+    return keys
+
+
+def wiring_problems(stages: dict) -> list[str]:
+    problems = []
+    for name, stage in stages.items():
+        command = shlex.split(stage["cmd"])
+        if command[:2] != ["python", "-m"]:
+            problems.append(f"{name}: cmd should be 'python -m stages.<name> ...'")
+            continue
+        entry, arguments = module_file(command[2]), command[3:]
+        deps = set(stage.get("deps", []))
+        code_deps = {dep for dep in deps if dep.startswith("stages/")}
+        if code_deps != code_closure(entry):
+            problems.append(f"{name}: code deps {sorted(code_deps)} != imported {sorted(code_closure(entry))}")
+        declared_params = set(stage.get("params", []))
+        if declared_params != params_read(entry):
+            problems.append(f"{name}: params {sorted(declared_params)} != read {sorted(params_read(entry))}")
+        outs = {next(iter(out)) if isinstance(out, dict) else out for key in ("outs", "metrics", "plots")
+                for out in stage.get(key, [])}  # fmt: skip
+        data_deps = deps - code_deps
+
+        def covered(path: str, by: set[str]) -> bool:
+            return any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in by)
+
+        problems += [f"{name}: argument {a} is neither a dep nor an out" for a in arguments if not covered(a, deps | outs)]
+        problems += [f"{name}: dep {d} is not passed to the command" for d in data_deps if not covered(d, set(arguments))]
+        problems += [f"{name}: out {o} is not passed to the command" for o in outs if not covered(o, set(arguments))]
+    return problems
+
+
+def test_every_stage_declares_exactly_what_it_reads() -> None:
+    assert wiring_problems(DVC_YAML["stages"]) == []
+
+
+@pytest.mark.parametrize(
+    ("stage", "key", "change", "problem"),
+    [
+        ("train", "params", lambda ps: [p for p in ps if p != "train.dropout"], "train: params"),
+        ("train", "params", lambda ps: ["train"], "train: params"),
+        ("evaluate", "params", lambda ps: ["train.dropout"], "evaluate: params"),
+        ("train", "deps", lambda ds: [d for d in ds if d != "stages/runtime.py"], "train: code deps"),
+        ("prepare", "deps", lambda ds: [*ds, "stages/runtime.py"], "prepare: code deps"),
+        ("evaluate", "deps", lambda ds: [d for d in ds if d != "models/model.keras"], "evaluate: argument"),
+    ],
+    ids=["undeclared-param", "whole-section", "unused-param", "undeclared-import", "unused-code", "undeclared-file"],
+)
+def test_the_check_catches_a_miswired_stage(stage: str, key: str, change, problem: str) -> None:
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    stages[stage][key] = change(stages[stage].get(key, []))
+    assert any(line.startswith(problem) for line in wiring_problems(stages))
+
+
+def test_only_the_params_module_opens_params_yaml() -> None:
+    readers = [
+        path.name
+        for path in (REPO_ROOT / "stages").glob("*.py")
+        if any(
+            isinstance(node, ast.Constant) and node.value == "params.yaml" for node in ast.walk(ast.parse(path.read_text()))
+        )
+    ]
+    assert readers == ["params.py"]
+
+
+def test_fetch_and_prepare_do_not_import_tensorflow() -> None:
+    for stage in ("fetch", "prepare"):
+        assert "stages/runtime.py" not in code_closure(f"stages/{stage}.py")
+        source = "\n".join((REPO_ROOT / path).read_text() for path in code_closure(f"stages/{stage}.py"))
+        assert "tensorflow" not in source and "keras" not in source
