@@ -23,6 +23,12 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _split_name(path: Path) -> tuple[str, str]:
+    """("epoch-3", ".weights.h5") for epoch-3.weights.h5: temporaries keep every suffix (Keras checks them)."""
+    suffix = "".join(path.suffixes)
+    return path.name[: len(path.name) - len(suffix)], suffix
+
+
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
@@ -38,7 +44,7 @@ def publish(staged: Path, path: Path) -> None:
         staged.chmod(0o755)
         if path.exists():
             # os.replace cannot replace a non-empty directory: move the old one aside first.
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.stem}-old-"))
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{_split_name(path)[0]}-old-"))
             os.replace(path, old / path.name)
             os.replace(staged, path)
             shutil.rmtree(old)
@@ -50,13 +56,14 @@ def publish(staged: Path, path: Path) -> None:
 def _staged(path: Path, make_directory: bool) -> Iterator[Path]:
     """A fresh temporary beside `path`, published there on success and removed on any exception."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f"{TEMP_PREFIX}{path.stem}-*"):  # left by a killed earlier run
+    base, suffix = _split_name(path)
+    prefix = f"{TEMP_PREFIX}{base}-"
+    for stale in path.parent.glob(f"{prefix}*"):  # left by a killed earlier run
         _remove(stale)
-    prefix = f"{TEMP_PREFIX}{path.stem}-"
     if make_directory:
         temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
     else:
-        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=path.suffix)
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
         os.close(descriptor)
         temporary = Path(name)
     try:

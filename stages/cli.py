@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -9,6 +10,7 @@ from types import FrameType
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+PR_SET_PDEATHSIG = 1
 
 
 class StageError(Exception):
@@ -23,6 +25,16 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
+def _exit_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the parent (`dvc`, or a shell) dies, so no stage is orphaned.
+
+    Killing only the `dvc` process otherwise leaves training running with nothing recording it.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_stage(name: str, body: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None) -> int:
     """Run a stage's body; a StageError, Ctrl-C or SIGTERM prints one line and returns non-zero.
 
@@ -30,6 +42,7 @@ def run_stage(name: str, body: Callable[[Sequence[str] | None], None], argv: Seq
     exit taken here leaves the previous outputs as they were.
     """
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    _exit_with_parent()
     try:
         body(argv)
     except StageError as error:
@@ -37,6 +50,6 @@ def run_stage(name: str, body: Callable[[Sequence[str] | None], None], argv: Seq
         return EXIT_ERROR
     except (KeyboardInterrupt, Interrupted) as signal_name:
         reason = str(signal_name) or "SIGINT"
-        print(f"{name}: interrupted by {reason}; no output was written", file=sys.stderr)
+        print(f"{name}: interrupted by {reason}; outputs left as they were", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0

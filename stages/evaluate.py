@@ -47,7 +47,7 @@ def score(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[s
     f1 = _ratio(2 * precision * recall, precision + recall)
     per_class = {
         name: {"precision": round(p, DECIMALS), "recall": round(r, DECIMALS), "f1": round(f, DECIMALS)}
-        for name, p, r, f in zip(class_names, precision.tolist(), recall.tolist(), f1.tolist())
+        for name, p, r, f in zip(class_names, precision.tolist(), recall.tolist(), f1.tolist(), strict=True)
     }
     return {
         "loss": round(float(-np.log(np.clip(picked, PROBABILITY_FLOOR, 1.0)).mean()), DECIMALS),
@@ -64,7 +64,9 @@ def _write_outputs(directory: Path, metrics: dict[str, object], labels: np.ndarr
     with atomic_file(directory / "confusion.csv") as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["actual", "predicted"])
-        writer.writerows((CLASS_NAMES[a], CLASS_NAMES[p]) for a, p in zip(labels.tolist(), predictions.tolist()))
+        writer.writerows(
+            (CLASS_NAMES[a], CLASS_NAMES[p]) for a, p in zip(labels.tolist(), predictions.tolist(), strict=True)
+        )
 
 
 def _main(argv: Sequence[str] | None) -> None:
@@ -84,7 +86,8 @@ def _main(argv: Sequence[str] | None) -> None:
     probabilities = model.predict(test.images, batch_size=PREDICT_BATCH_SIZE, verbose=0)
     metrics = score(probabilities, test.labels, CLASS_NAMES)
     _write_outputs(args.output, metrics, test.labels, probabilities.argmax(axis=1))
-    print(f"evaluate: test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+    summary = ", ".join(f"{name} {metrics[name]:.4f}" for name in ("accuracy", "loss", "macro_f1"))
+    print(f"evaluate: test {summary}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -86,7 +86,9 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
     remainder_order = np.argsort(-(quotas - shares), kind="stable")
     shares[remainder_order[: val_size - shares.sum()]] += 1
     rng = np.random.default_rng(seed)
-    picked = [rng.permutation(np.flatnonzero(labels == label))[:share] for label, share in zip(classes, shares)]
+    picked = [
+        rng.permutation(np.flatnonzero(labels == label))[:share] for label, share in zip(classes, shares, strict=True)
+    ]
     validation = np.sort(np.concatenate(picked))
     train = np.setdiff1d(np.arange(len(labels)), validation, assume_unique=True)
     return train, validation

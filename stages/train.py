@@ -1,8 +1,10 @@
 """Train stage: the dropout MLP on the train split, validated on the validation split each epoch.
 
 Per-epoch loss and accuracy go to DVCLive (curves for `dvc plots`) and one line to the terminal.
-The model is saved in Keras's native `.keras` format with its timestamps fixed, so the same
-commit and params give the same model bytes.
+After every epoch the run's state is saved (`stages.resume`), so an interrupted run continues
+from its last completed epoch and ends with the same weights as an uninterrupted one. The model
+is saved in Keras's native `.keras` format with its variable bytes fixed, so the same commit and
+params give the same model bytes.
 """
 
 from __future__ import annotations
@@ -10,27 +12,30 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from dvclive import Live
 
+import stages.resume
 from stages.atomic import TEMP_PREFIX, atomic_file, publish
 from stages.cli import run_stage
 from stages.dataset import CLASS_NAMES, ZIP_EPOCH, Split, load_split
 from stages.params import load_params, require
+from stages.resume import STATE_FILE, Metrics, discard_state, load_state, resume_directory, save_state
 from stages.runtime import configure_tensorflow, keras
 
 # Steps run per call into TensorFlow: Python overhead per batch of 32 dominated the seed's epochs.
 STEPS_PER_EXECUTION = 500
 VALIDATION_BATCH_SIZE = 1000
 FIXED_SAVE_DATE = "1980-01-01@00:00:00"
-Metrics = dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,23 @@ class TrainParams:
 
 
 def build_model(params: TrainParams, image_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
-    """Flatten, then Dropout before every Dense layer but the output's, as in the seed article."""
+    """Flatten, then Dropout before every Dense layer but the output's, as in the seed article.
+
+    Every initializer and dropout layer gets its own seed drawn from `train.seed`, so that a model
+    built twice in one process (as when a resume state turns out unusable) starts identical.
+    """
+    dense_units = [*params.hidden_units, len(CLASS_NAMES)]
+    seeds = iter(np.random.SeedSequence(params.seed).generate_state(2 * len(dense_units)).tolist())
     layers = [keras.Input(image_shape), keras.layers.Flatten()]
-    for index, units in enumerate(params.hidden_units):
-        layers.append(keras.layers.Dropout(params.dropout, seed=params.seed + index))
-        layers.append(keras.layers.Dense(units, activation="relu"))
-    layers.append(keras.layers.Dropout(params.dropout, seed=params.seed + len(params.hidden_units)))
-    layers.append(keras.layers.Dense(len(CLASS_NAMES), activation="softmax"))
+    for index, units in enumerate(dense_units):
+        layers.append(keras.layers.Dropout(params.dropout, seed=next(seeds)))
+        layers.append(
+            keras.layers.Dense(
+                units,
+                activation="softmax" if index == len(dense_units) - 1 else "relu",
+                kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
+            )
+        )
     model = keras.Sequential(layers, name="dropout_mlp")
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate),
@@ -82,10 +97,11 @@ def train_model(
     validation: Split,
     params: TrainParams,
     on_epoch_end: Callable[[int, Metrics], None] = lambda epoch, metrics: None,
+    first_epoch: int = 0,
 ) -> list[Metrics]:
-    """Run `params.epochs` epochs of minibatch SGD; returns each epoch's train and validation metrics."""
+    """Run epochs `first_epoch`..`params.epochs - 1` of minibatch SGD; returns their metrics."""
     history = []
-    for epoch in range(params.epochs):
+    for epoch in range(first_epoch, params.epochs):
         order = epoch_order(params.seed, epoch, len(train.labels))
         result = model.fit(
             train.images[order],
@@ -144,49 +160,69 @@ def save_model(model: keras.Model, path: Path) -> None:
         temporary.write_bytes(canonical_keras_archive(temporary.read_bytes()))
 
 
-def _progress_printer(epochs: int, live: object) -> Callable[[int, Metrics], None]:
-    """An epoch-end hook that logs to DVCLive and prints one line with the epoch's seconds."""
-    started = time.perf_counter()
+def _log_epoch(live: Live, metrics: Metrics) -> None:
+    for name, value in metrics.items():
+        split, metric = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+        live.log_metric(f"{split}/{metric}", value)
+    live.next_step()
 
-    def report(epoch: int, metrics: Metrics) -> None:
-        nonlocal started
-        for name, value in metrics.items():
-            split, metric = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
-            live.log_metric(f"{split}/{metric}", value)
-        live.next_step()
-        seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        print(
-            f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}"
-            f"  loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}"
-            f"  val_loss {metrics['val_loss']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}"
-            f"  {seconds:.1f}s",
-            flush=True,
-        )
 
-    return report
+def _resume_or_start(directory: Path, params: TrainParams, image_shape: tuple[int, ...]) -> tuple[keras.Model, list]:
+    """A model and the history of its completed epochs: from the resume state if one is usable."""
+    model = build_model(params, image_shape)
+    if not (directory / STATE_FILE).exists():
+        return model, []
+    try:
+        history = load_state(directory, model)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"train: discarding unusable resume state {directory} ({error}); starting from epoch 1", file=sys.stderr)
+        discard_state(directory)
+        return build_model(params, image_shape), []
+    print(f"train: resuming after epoch {len(history)}/{params.epochs} from {directory}", flush=True)
+    return model, history
 
 
 def _main(argv: Sequence[str] | None) -> None:
-    from dvclive import Live
-
     parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
     parser.add_argument("prepared", type=Path, help="directory with train.npz and validation.npz")
     parser.add_argument("model", type=Path, help="where to write the .keras model")
     parser.add_argument("curves", type=Path, help="DVCLive directory for the per-epoch metrics")
     args = parser.parse_args(argv)
     params = load_params(TrainParams)
+    inputs = [args.prepared / "train.npz", args.prepared / "validation.npz"]
     train, validation = load_split(args.prepared, "train"), load_split(args.prepared, "validation")
+    code = [Path(__file__), Path(stages.resume.__file__)]
+    state_directory = resume_directory([asdict(params), *(path.read_text() for path in code)], inputs)
     configure_tensorflow(params.seed)
-    model = build_model(params, train.images.shape[1:])
+    model, history = _resume_or_start(state_directory, params, train.images.shape[1:])
+    width = len(str(params.epochs))
+    started = time.perf_counter()
+
+    def end_of_epoch(epoch: int, metrics: Metrics) -> None:
+        nonlocal started
+        history.append(metrics)
+        save_state(state_directory, model, history)
+        _log_epoch(live, metrics)
+        print(
+            f"epoch {epoch + 1:>{width}}/{params.epochs}"
+            f"  loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}"
+            f"  val_loss {metrics['val_loss']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}"
+            f"  {time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
+        started = time.perf_counter()
+
     args.curves.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.curves, prefix=TEMP_PREFIX) as staging:
         with Live(staging, save_dvc_exp=False, dvcyaml=False) as live:
-            train_model(model, train, validation, params, _progress_printer(params.epochs, live))
+            for metrics in history:
+                _log_epoch(live, metrics)
+            train_model(model, train, validation, params, end_of_epoch, first_epoch=len(history))
         save_model(model, args.model)
         # DVC tracks these two separately (plots cached, metrics in git): publish each one.
         for name in ("plots", "metrics.json"):
             publish(Path(staging, name), args.curves / name)
+    discard_state(state_directory)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

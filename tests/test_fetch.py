@@ -50,7 +50,9 @@ def test_gzipped_and_plain_mirrors_and_http_give_the_same_bytes(tmp_path: Path, 
     regzipped = tmp_path / "regzipped"
     regzipped.mkdir()
     (regzipped / "tiny-labels-idx1-ubyte.gz").write_bytes(gzip.compress(LABELS, compresslevel=9, mtime=2))
-    assert (regzipped / "tiny-labels-idx1-ubyte.gz").read_bytes() != (gz_mirror / "tiny-labels-idx1-ubyte.gz").read_bytes()
+    assert (regzipped / "tiny-labels-idx1-ubyte.gz").read_bytes() != (
+        gz_mirror / "tiny-labels-idx1-ubyte.gz"
+    ).read_bytes()
 
     routes = [[str(gz_mirror)], [str(plain)], [str(regzipped)], [http_server]]
     assert all(fetch_dataset(sources, CHECKSUMS) == {"tiny-labels-idx1-ubyte": LABELS} for sources in routes)
@@ -60,7 +62,10 @@ def test_a_copy_with_the_wrong_checksum_falls_through_to_the_next_source(tmp_pat
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "tiny-labels-idx1-ubyte").write_bytes(LABELS[:-1] + b"\x09")
-    assert fetch_file("tiny-labels-idx1-ubyte", CHECKSUMS["tiny-labels-idx1-ubyte"], [str(corrupt), str(gz_mirror)]) == LABELS
+    assert (
+        fetch_file("tiny-labels-idx1-ubyte", CHECKSUMS["tiny-labels-idx1-ubyte"], [str(corrupt), str(gz_mirror)])
+        == LABELS
+    )
 
 
 def test_when_no_source_works_the_error_names_each_source_and_the_fix(tmp_path: Path, http_server: str) -> None:

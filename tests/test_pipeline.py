@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import dvc, git, project, requires_debian_data, set_param  # noqa: F401  (project is a fixture)
+from conftest import dvc, git, requires_debian_data, set_param
 
 STAGES = ("fetch", "prepare", "train", "evaluate")
 

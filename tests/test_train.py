@@ -59,7 +59,7 @@ def test_training_is_deterministic_and_reports_each_epoch() -> None:
     second_weights, _ = trained_weights(PARAMS)
     assert len(history) == 2
     assert set(history[0]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
-    assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights))
+    assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights, strict=True))
     other_seed, _ = trained_weights(dataclasses.replace(PARAMS, seed=8))
     assert not np.array_equal(first_weights[0], other_seed[0])
 

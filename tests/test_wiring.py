@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
@@ -85,8 +84,12 @@ def wiring_problems(stages: dict) -> list[str]:
         def covered(path: str, by: set[str]) -> bool:
             return any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in by)
 
-        problems += [f"{name}: argument {a} is neither a dep nor an out" for a in arguments if not covered(a, deps | outs)]
-        problems += [f"{name}: dep {d} is not passed to the command" for d in data_deps if not covered(d, set(arguments))]
+        problems += [
+            f"{name}: argument {a} is neither a dep nor an out" for a in arguments if not covered(a, deps | outs)
+        ]
+        problems += [
+            f"{name}: dep {d} is not passed to the command" for d in data_deps if not covered(d, set(arguments))
+        ]
         problems += [f"{name}: out {o} is not passed to the command" for o in outs if not covered(o, set(arguments))]
     return problems
 
@@ -118,7 +121,8 @@ def test_only_the_params_module_opens_params_yaml() -> None:
         path.name
         for path in (REPO_ROOT / "stages").glob("*.py")
         if any(
-            isinstance(node, ast.Constant) and node.value == "params.yaml" for node in ast.walk(ast.parse(path.read_text()))
+            isinstance(node, ast.Constant) and node.value == "params.yaml"
+            for node in ast.walk(ast.parse(path.read_text()))
         )
     ]
     assert readers == ["params.py"]

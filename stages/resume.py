@@ -1,0 +1,85 @@
+"""Resume state for an interrupted training run, kept outside DVC's outputs.
+
+DVC deletes a stage's outputs before running it, so the state lives in `.resume/train/<key>/`,
+where the key hashes everything the run depends on (params, input files, training code): a
+changed param or dataset can never resume from a stale state. After each completed epoch the
+state is rewritten atomically: the weights (with the optimizer's step count) in a per-epoch
+file, then `state.json`, which names that file, its SHA-256, the dropout layers' random-stream
+positions (Keras does not save those) and the metrics history. A state that fails any check is
+reported and discarded, and training starts again from epoch 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from stages.atomic import atomic_file
+from stages.runtime import keras
+
+RESUME_ROOT = Path(".resume/train")
+STATE_FILE = "state.json"
+Metrics = dict[str, float]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resume_directory(identity: object, files: Iterable[Path]) -> Path:
+    """The state directory for a run defined by `identity` (JSON-able) and the bytes of `files`."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
+    for path in files:
+        digest.update(file_sha256(path).encode())
+    return RESUME_ROOT / digest.hexdigest()[:16]
+
+
+def _seed_states(model: keras.Model) -> list[keras.Variable]:
+    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
+
+
+def save_state(directory: Path, model: keras.Model, history: list[Metrics]) -> None:
+    """Record that `len(history)` epochs are complete; a kill at any point leaves a usable state."""
+    weights = directory / f"epoch-{len(history)}.weights.h5"
+    with atomic_file(weights) as temporary:
+        model.save_weights(temporary)
+    state = {
+        "weights": weights.name,
+        "weights_sha256": file_sha256(weights),
+        "seed_states": [variable.numpy().tolist() for variable in _seed_states(model)],
+        "history": history,
+    }
+    with atomic_file(directory / STATE_FILE) as temporary:
+        temporary.write_text(json.dumps(state), encoding="utf-8")
+    for old in directory.glob("epoch-*.weights.h5"):
+        if old != weights:
+            old.unlink()
+
+
+def load_state(directory: Path, model: keras.Model) -> list[Metrics]:
+    """Load the saved weights and random-stream positions into `model`; returns the history.
+
+    Raises OSError, ValueError or KeyError when the state is missing, unreadable or inconsistent.
+    """
+    state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    weights = directory / state["weights"]
+    if file_sha256(weights) != state["weights_sha256"]:
+        raise ValueError(f"{weights.name} does not match its recorded SHA-256")
+    model.load_weights(weights)
+    seed_states = _seed_states(model)
+    if len(seed_states) != len(state["seed_states"]):
+        raise ValueError("the number of dropout layers changed")
+    for variable, value in zip(seed_states, state["seed_states"], strict=True):
+        variable.assign(value)
+    return [dict(metrics) for metrics in state["history"]]
+
+
+def discard_state(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
