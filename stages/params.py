@@ -42,12 +42,12 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
     if typing.get_origin(annotation) is tuple:
         item_type = typing.get_args(annotation)[0]
         if not isinstance(value, list):
-            raise ParamsError(f"'{key}' must be a list, got {value!r}")
+            raise ValueError(f"'{key}' must be a list, got {value!r}")
         return tuple(_convert(f"{key}[{index}]", item, item_type) for index, item in enumerate(value))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, annotation) or isinstance(value, bool):
-        raise ParamsError(f"'{key}' must be {annotation.__name__}, got {value!r}")
+        raise ValueError(f"'{key}' must be {annotation.__name__}, got {value!r}")
     return value
 
 
@@ -59,12 +59,12 @@ def parse_params(cls: type[ParamsT], document: Any, source: str = str(PARAMS_FIL
         raise ParamsError(f"{source}: missing section '{section}'")
     hints = typing.get_type_hints(cls)
     values = {}
-    for field in dataclasses.fields(cls):
-        key = f"{section}.{field.name}"
-        if field.name not in table:
-            raise ParamsError(f"{source}: missing key '{key}'")
-        values[field.name] = _convert(key, table[field.name], hints[field.name])
     try:
+        for field in dataclasses.fields(cls):
+            key = f"{section}.{field.name}"
+            if field.name not in table:
+                raise ValueError(f"missing key '{key}'")
+            values[field.name] = _convert(key, table[field.name], hints[field.name])
         return cls(**values)
     except ValueError as error:
         raise ParamsError(f"{source}: {error}") from None

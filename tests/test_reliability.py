@@ -1,0 +1,257 @@
+"""Interrupted, failed and concurrent runs lose nothing (real `dvc`, real processes, real signals).
+
+Each scenario checks "nothing lost": dvc.lock unchanged by the failure, every cache object still
+hashing to its name, previous outputs recoverable with `dvc checkout`, and the result after the
+fix equal to a clean run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from conftest import DEBIAN_MIRROR, VENV_BIN, dvc, git, requires_debian_data, run, set_param, tool_env
+
+pytestmark = requires_debian_data
+EPOCHS = 3
+
+
+class Repro:
+    """`dvc repro` in its own process group (as a terminal or CI runs it), its output read live."""
+
+    def __init__(self, project: Path, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "dvc"), "repro", *args],
+            cwd=project, env=tool_env(), text=True, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output = ""
+        threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stdout], daemon=True).start()
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            self.output += self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+
+    def finish(self, timeout: float = 180) -> int:
+        code = self.process.wait(timeout=timeout)
+        time.sleep(0.2)  # let the reader thread drain the pipe
+        while not self.lines.empty():
+            self.output += self.lines.get()
+        return code
+
+
+def epochs_run(output: str) -> list[int]:
+    return [int(number) for number in re.findall(rf"^epoch (\d+)/{EPOCHS} ", output, flags=re.M)]
+
+
+def stage_processes(project: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        if process.info["cwd"] == str(project) and "stages.train" in " ".join(process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def assert_training_stops(project: Path, within: float = 15) -> None:
+    """No training process of `project` is left (it may take a moment to exit after the signal)."""
+    deadline = time.monotonic() + within
+    while stage_processes(project) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stage_processes(project) == [], "training was left running"
+
+
+def assert_cache_intact(project: Path) -> None:
+    objects = [path for path in (project / ".dvc/cache/files/md5").rglob("*") if path.is_file()]
+    assert objects
+    for path in objects:
+        name = path.parent.name + path.name.removesuffix(".dir")
+        assert hashlib.md5(path.read_bytes()).hexdigest() == name, f"{path} is corrupted"
+
+
+@pytest.fixture
+def prepared(project: Path) -> Path:
+    """The project with fetch and prepare done and committed, training set to a few epochs."""
+    set_param(project, "train.epochs", str(EPOCHS))
+    dvc(project, "repro", "prepare")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "prepared")
+    return project
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_interrupted_training_resumes_and_does_each_epoch_exactly_once(prepared: Path, signum: int) -> None:
+    lock = (prepared / "dvc.lock").read_text()
+    first = Repro(prepared)
+    first.wait_for(f"epoch 1/{EPOCHS}")
+    os.killpg(first.process.pid, signum)  # the whole group, as Ctrl-C or a CI timeout does
+    started = time.monotonic()
+    assert first.finish(timeout=30) != 0
+    assert time.monotonic() - started < 15, "the run did not stop promptly"
+    if signum != signal.SIGKILL:
+        assert f"train: interrupted by {signum.name}; outputs left as they were" in first.output
+    assert_training_stops(prepared)
+    assert (prepared / "dvc.lock").read_text() == lock
+    assert_cache_intact(prepared)
+
+    second = Repro(prepared)
+    assert second.finish() == 0, second.output
+    done_before = epochs_run(first.output)
+    assert f"train: resuming after epoch {len(done_before)}/{EPOCHS}" in second.output
+    assert sorted(done_before + epochs_run(second.output)) == list(range(1, EPOCHS + 1))
+    assert not (prepared / ".resume/train").exists() or not any((prepared / ".resume/train").iterdir())
+
+    if signum == signal.SIGKILL:  # the resumed result equals an uninterrupted run's, to the byte
+        resumed_lock = (prepared / "dvc.lock").read_text()
+        dvc(prepared, "repro", "--force", "--no-run-cache", "train", "evaluate")
+        assert (prepared / "dvc.lock").read_text() == resumed_lock
+
+
+def test_killing_only_dvc_also_stops_training(prepared: Path) -> None:
+    run = Repro(prepared)
+    run.wait_for(f"epoch 1/{EPOCHS}")
+    os.kill(run.process.pid, signal.SIGKILL)
+    run.finish(timeout=30)
+    assert_training_stops(prepared)
+
+
+def test_a_damaged_resume_state_means_a_logged_restart_from_epoch_one(prepared: Path) -> None:
+    first = Repro(prepared)
+    first.wait_for(f"epoch 1/{EPOCHS}")
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.finish(timeout=30)
+    (weights,) = (prepared / ".resume/train").glob("*/epoch-*.weights.h5")
+    weights.write_bytes(b"0")
+
+    second = Repro(prepared)
+    assert second.finish() == 0, second.output
+    assert "train: discarding unusable resume state" in second.output
+    assert epochs_run(second.output) == list(range(1, EPOCHS + 1))
+
+
+def test_a_second_repro_fails_fast_while_the_first_completes(prepared: Path) -> None:
+    first = Repro(prepared)
+    first.wait_for(f"epoch 1/{EPOCHS}")
+    started = time.monotonic()
+    second = dvc(prepared, "repro", check=False)
+    assert second.returncode != 0
+    assert time.monotonic() - started < 20
+    assert "is busy, it is being blocked by" in second.stderr
+    assert first.finish() == 0, first.output
+    assert dvc(prepared, "status").stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_a_failing_evaluate_keeps_upstream_stages_recorded(prepared: Path) -> None:
+    evaluate = prepared / "stages/evaluate.py"
+    original = evaluate.read_text()
+    evaluate.write_text("raise SystemExit(3)\n" + original)  # a bug in evaluate
+    failed = dvc(prepared, "repro", check=False)
+    assert failed.returncode != 0
+    lock = (prepared / "dvc.lock").read_text()
+    assert "\n  train:\n" in lock and "\n  evaluate:\n" not in lock
+    assert_cache_intact(prepared)
+
+    evaluate.write_text(original)
+    fixed = dvc(prepared, "repro").stdout
+    assert "Running stage 'evaluate'" in fixed and "Running stage 'train'" not in fixed
+
+
+def test_a_mirror_with_corrupted_files_is_refused_and_the_previous_data_recovered(prepared: Path) -> None:
+    lock = (prepared / "dvc.lock").read_text()
+    mirror = prepared.parent / "bad-mirror"
+    mirror.mkdir()
+    for source in DEBIAN_MIRROR.iterdir():
+        (mirror / source.name).write_bytes(source.read_bytes()[:-100])  # truncated downloads
+    params = yaml.safe_load((prepared / "params.yaml").read_text())
+    params["fetch"]["sources"] = [str(mirror)]
+    (prepared / "params.yaml").write_text(yaml.safe_dump(params))
+
+    failed = dvc(prepared, "repro", check=False)
+    assert failed.returncode != 0
+    assert f"fetch: error: cannot fetch train-images-idx3-ubyte: tried {mirror}: " in failed.stderr
+    assert (prepared / "dvc.lock").read_text() == lock
+    assert_cache_intact(prepared)
+
+    git(prepared, "checkout", "params.yaml")
+    dvc(prepared, "checkout", "--force", "fetch")  # the previous good data/raw, back from the cache
+    assert dvc(prepared, "status", "prepare").stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_a_corrupted_cache_object_is_detected_and_recovered_from_the_remote(prepared: Path, tmp_path: Path) -> None:
+    dvc(prepared, "remote", "add", "--local", "--default", "team", str(tmp_path / "remote"))
+    dvc(prepared, "remote", "modify", "--local", "team", "verify", "true")
+    dvc(prepared, "push")
+    test_split = prepared / "data/prepared/test.npz"
+    good = test_split.read_bytes()
+    md5 = hashlib.md5(good).hexdigest()
+    cached = prepared / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    cached.chmod(0o644)
+    with open(cached, "ab") as handle:
+        handle.write(b"bit rot")
+
+    check = run([sys.executable, "-m", "tools.check_cache"], cwd=prepared, check=False)
+    assert check.returncode == 1
+    assert f"corrupted: {cached}" in check.stderr
+    assert "1 of " in check.stderr
+
+    assert run([sys.executable, "-m", "tools.check_cache", "--remove"], cwd=prepared, check=False).returncode == 1
+    test_split.unlink()
+    dvc(prepared, "pull", "--force", "prepare")
+    assert test_split.read_bytes() == good
+    assert run([sys.executable, "-m", "tools.check_cache"], cwd=prepared).returncode == 0
+    assert_cache_intact(prepared)
+
+
+def test_a_corrupted_remote_object_fails_the_pull_instead_of_reaching_the_workspace(
+    prepared: Path, tmp_path: Path
+) -> None:
+    remote = tmp_path / "remote"
+    dvc(prepared, "remote", "add", "--local", "--default", "team", str(remote))
+    dvc(prepared, "remote", "modify", "--local", "team", "verify", "true")
+    dvc(prepared, "push")
+    md5 = hashlib.md5((prepared / "data/prepared/test.npz").read_bytes()).hexdigest()
+    on_remote = remote / "files/md5" / md5[:2] / md5[2:]
+    on_remote.chmod(0o644)
+    on_remote.write_bytes(on_remote.read_bytes()[:-10])
+    cached = prepared / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    cached.chmod(0o644)
+    cached.unlink()
+    (prepared / "data/prepared/test.npz").unlink()
+
+    pulled = dvc(prepared, "pull", check=False)
+    assert pulled.returncode != 0
+    assert not (prepared / "data/prepared/test.npz").exists()
+    assert_cache_intact(prepared)
+
+
+def test_a_wrong_typed_param_fails_before_training_and_the_model_is_recoverable(prepared: Path) -> None:
+    set_param(prepared, "train.epochs", "1")
+    dvc(prepared, "repro")
+    lock = (prepared / "dvc.lock").read_text()
+    model = (prepared / "models/model.keras").read_bytes()
+    set_param(prepared, "train.epochs", '"three"')
+
+    failed = dvc(prepared, "repro", check=False)
+    assert failed.returncode != 0
+    assert "train: error: params.yaml: 'train.epochs' must be int, got 'three'" in failed.stderr
+    assert "epoch " not in failed.stdout
+    assert (prepared / "dvc.lock").read_text() == lock
+    assert_cache_intact(prepared)
+
+    set_param(prepared, "train.epochs", "1")
+    fixed = dvc(prepared, "repro").stdout  # DVC deleted the outputs before running: back from run-cache
+    assert "epoch " not in fixed
+    assert (prepared / "models/model.keras").read_bytes() == model
+    assert (prepared / "dvc.lock").read_text() == lock

@@ -1,0 +1,61 @@
+"""Re-hash every object in the local DVC cache and report the ones whose bytes no longer match.
+
+DVC trusts its cache: `dvc status` and `dvc checkout` do not re-hash objects, so a corrupted
+object is checked out as is. Run `python -m tools.check_cache` to find such objects (exit 1 if
+any), and `python -m tools.check_cache --remove` to delete them; then `dvc pull --force` fetches
+good copies from the remote (which verifies hashes on pull) and restores the workspace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+
+def cache_objects(cache: Path) -> Iterator[tuple[Path, str]]:
+    """(path, md5 its name claims) for every object of DVC 3's cache layout `files/md5/ab/cdef…`."""
+    for path in sorted((cache / "files" / "md5").glob("??/*")):
+        if path.is_file():
+            yield path, path.parent.name + path.name.removesuffix(".dir")
+
+
+def corrupted_objects(cache: Path) -> list[Path]:
+    corrupted = []
+    for path, expected in cache_objects(cache):
+        digest = hashlib.md5()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            corrupted.append(path)
+    return corrupted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.check_cache", description=__doc__.splitlines()[0])
+    parser.add_argument("--remove", action="store_true", help="delete corrupted objects so `dvc pull` refetches them")
+    args = parser.parse_args(argv)
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        cache = Path(repo.cache.local.path).parent.parent  # .../cache/files/md5 -> .../cache
+    corrupted = corrupted_objects(cache)
+    checked = sum(1 for _ in cache_objects(cache))
+    for path in corrupted:
+        print(f"corrupted: {path}", file=sys.stderr)
+        if args.remove:
+            path.chmod(0o644)
+            path.unlink()
+    if not corrupted:
+        print(f"check_cache: all {checked} objects in {cache} match their hashes")
+        return 0
+    action = "removed; run 'dvc pull --force'" if args.remove else "run with --remove, then 'dvc pull --force'"
+    print(f"check_cache: {len(corrupted)} of {checked} objects corrupted ({action})", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
