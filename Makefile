@@ -4,7 +4,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup pipeline test test-all
+.PHONY: setup pipeline test test-slow test-all
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ pipeline: setup
 
 test: setup
 	python -m pytest
+
+test-slow: setup
+	python -m pytest -m slow
 
 test-all: setup
 	python -m pytest -m ""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import dvc, git, requires_debian_data, set_param
+import pytest
+from conftest import REPO_ROOT, dvc, git, requires_debian_data, set_param
 
 STAGES = ("fetch", "prepare", "train", "evaluate")
 
@@ -57,3 +58,13 @@ def test_rerunning_every_stage_from_scratch_gives_identical_bytes(project: Path)
     # dvc.lock holds the md5 of every file in data/, models/ and reports/: unchanged means identical bytes.
     assert (project / "dvc.lock").read_text() == lock
     assert git(project, "status", "--porcelain") == ""
+
+
+@pytest.mark.slow
+@requires_debian_data
+def test_a_full_run_at_the_defaults_reproduces_the_committed_baseline(project: Path) -> None:
+    """The committed dvc.lock and metrics are what `dvc repro` gives, to the byte, at 60 epochs."""
+    dvc(project, "repro")
+    assert (project / "dvc.lock").read_text() == (REPO_ROOT / "dvc.lock").read_text()
+    for metrics in ("reports/training/metrics.json", "reports/evaluation/metrics.json"):
+        assert (project / metrics).read_bytes() == (REPO_ROOT / metrics).read_bytes()

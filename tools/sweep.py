@@ -54,11 +54,12 @@ def choose(rows: Sequence[Mapping[str, object]]) -> Mapping[str, object]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
+    parser.add_argument("--rev", default="HEAD", help="the commit the experiments were run from (default: HEAD)")
     args = parser.parse_args(argv)
     import dvc.api
 
     try:
-        rows = sweep_rows(dvc.api.exp_show())
+        rows = sweep_rows(dvc.api.exp_show(revs=[args.rev]))
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 1
