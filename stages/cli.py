@@ -25,7 +25,7 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def _exit_with_parent() -> None:
+def exit_with_parent() -> None:
     """Ask Linux to send SIGTERM when the parent (`dvc`, or a shell) dies, so no stage is orphaned.
 
     Killing only the `dvc` process otherwise leaves training running with nothing recording it.
@@ -42,7 +42,7 @@ def run_stage(name: str, body: Callable[[Sequence[str] | None], None], argv: Seq
     exit taken here leaves the previous outputs as they were.
     """
     signal.signal(signal.SIGTERM, _raise_interrupted)
-    _exit_with_parent()
+    exit_with_parent()
     try:
         body(argv)
     except StageError as error:

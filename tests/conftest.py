@@ -73,20 +73,23 @@ def set_param(project: Path, key: str, value: str) -> None:
     raise KeyError(key)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A fresh git repository holding the project's files as they are in this working tree."""
+def make_project(directory: Path) -> Path:
+    """A fresh git repository at `directory` holding the project's files as in this working tree."""
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO_ROOT).stdout
-    target = tmp_path / "project"
     for name in filter(None, files.split("\0")):
         source = REPO_ROOT / name
         if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    for name in ("dvc.lock", "reports"):  # start from nothing run, as a user changing the code would
-        path = target / name
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, directory / name)
+    for name in ("dvc.lock", "reports/training", "reports/evaluation"):  # start from nothing run
+        path = directory / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    git(target, "init", "-q")
-    git(target, "add", "-A")
-    git(target, "commit", "-qm", "project")
-    return target
+    git(directory, "init", "-q")
+    git(directory, "add", "-A")
+    git(directory, "commit", "-qm", "project")
+    return directory
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")

@@ -1,0 +1,103 @@
+"""Share results through a DVC remote so that nobody retrains what a teammate already trained.
+
+Plain DVC falls short in two ways (DVC 3.67.1; both checked by tests/test_sharing.py):
+
+* `dvc push --run-cache` uploads the run records but not the outputs they point to (treeverse/dvc PR #10472), so
+  `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads them too.
+* `dvc pull` says "Everything is up to date." and exits 0 when the remote lacks objects whose files are already in the
+  workspace (and `dvc fetch` exits 0 whenever objects are missing). `pull` checks the local cache afterwards.
+
+Usage, from the repository root:  python -m tools.share {push,pull} [-r REMOTE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dvc.cli import main as dvc_main
+from dvc.repo import Repo
+
+if TYPE_CHECKING:
+    from dvc.stage import Stage
+    from dvc_data.hashfile.hash_info import HashInfo
+
+
+class ShareError(Exception):
+    """A failure reported as one line on stderr with exit status 1."""
+
+
+def run_cache_stages(repo: Repo) -> Iterator[Stage]:
+    """The stage of every run record, rebuilt the way `dvc repro` rebuilds it to restore a run.
+
+    DVC has no public listing of run records; these are its own loaders (pinned DVC, see requirements.txt).
+    """
+    cache = repo.stage_cache
+    for record in sorted(Path(cache.cache_dir).glob("??/*/*")):
+        if not record.name.startswith("."):  # a temporary left by an interrupted save
+            entry = cache._load_cache(record.parent.name, record.name)
+            if entry:
+                yield cache._create_stage(entry)
+
+
+def push_run_cache_outputs(repo: Repo, remote: str | None) -> None:
+    """Upload the outputs of every run record whose outputs are all in the local cache.
+
+    Records whose outputs are not here (pulled records of runs never checked out here, or `dvc gc`) are skipped:
+    for those, a teammate's `dvc repro --pull` runs the stage, as it would without the record.
+    """
+    objects: set[HashInfo] = set()
+    skipped = 0
+    with repo.lock:
+        for stage in run_cache_stages(repo):
+            if not stage.outs_cached():
+                skipped += 1
+                continue
+            for ids in stage.get_used_objs().values():
+                objects |= ids
+        result = repo.cloud.push(objects, remote=remote)
+    if result.failed:
+        raise ShareError(f"{len(result.failed)} outputs of run-cache entries failed to upload")
+    note = f"; skipped {skipped} run records whose outputs are not in the local cache" if skipped else ""
+    print(f"{len(result.transferred)} run-cache output files pushed{note}")
+
+
+def check_local_cache(repo: Repo, remote: str | None) -> None:
+    """Fail if an output recorded in dvc.lock is still missing from the local cache after a pull."""
+    missing = repo.data_status().get("not_in_cache", [])
+    if missing:
+        name = remote or repo.config["core"].get("remote")
+        url = repo.config["remote"][name]["url"]
+        raise ShareError(
+            f"still not in the local cache after pulling: {', '.join(sorted(missing))}; remote '{name}' ({url}) "
+            "lacks them: wrong URL, or not pushed (`python -m tools.share push`)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.share", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("push", "pull"))
+    parser.add_argument("-r", "--remote", help="remote name (default: core.remote)")
+    args = parser.parse_args(argv)
+    remote_args = ["-r", args.remote] if args.remote else []
+
+    status = dvc_main([args.command, "--run-cache", *remote_args])
+    if status:
+        return status
+    try:
+        with Repo() as repo:
+            if args.command == "push":
+                push_run_cache_outputs(repo, args.remote)
+            else:
+                check_local_cache(repo, args.remote)
+    except ShareError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
