@@ -4,7 +4,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup pipeline test test-slow test-all
+.PHONY: setup pipeline test test-slow test-all lint
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,6 @@ test-slow: setup
 
 test-all: setup
 	python -m pytest -m ""
+
+lint: setup
+	ruff check . && ruff format --check .
