@@ -45,7 +45,7 @@ def test_repro_reruns_only_what_a_param_change_touches_and_restores_from_run_cac
     nothing = dvc(project, "repro").stdout
     assert ran(nothing) == [] and "Data and pipelines are up to date." in nothing
 
-    # Two commits compared from a fresh clone: metrics and params are in git, plots come from the remote.
+    # Two commits compared from a fresh clone, with nothing pulled: metrics and params are in git.
     set_param(project, "train.dropout", "0.3")
     assert ran(dvc(project, "repro").stdout) == []  # trained above: restored from the run-cache
     git(project, "commit", "-qam", "dropout 0.3")
@@ -55,11 +55,7 @@ def test_repro_reruns_only_what_a_param_change_touches_and_restores_from_run_cac
     metrics = json.loads(dvc(clone, "metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
     assert metrics["reports/evaluation/metrics.json"]["test.accuracy"]["diff"] != 0
     params = json.loads(dvc(clone, "params", "diff", "HEAD~1", "HEAD", "--json").stdout)
-    assert params["params.yaml"]["train.dropout"] == {"old": 0.2, "new": 0.3}
-    plots = json.loads(dvc(clone, "plots", "diff", "HEAD~1", "HEAD", "--json").stdout)["data"]
-    for name in ("Loss", "Accuracy", "Confusion matrix (test)"):
-        drawn = {point["rev"] for point in plots[name][0]["content"]["data"]["values"]}
-        assert drawn == {"HEAD~1", "HEAD"}, name
+    assert (params["params.yaml"]["train.dropout"]["old"], params["params.yaml"]["train.dropout"]["new"]) == (0.2, 0.3)
 
 
 @requires_debian_data
