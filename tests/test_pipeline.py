@@ -56,6 +56,13 @@ def test_repro_reruns_only_what_a_param_change_touches_and_restores_from_run_cac
     assert metrics["reports/evaluation/metrics.json"]["test.accuracy"]["diff"] != 0
     params = json.loads(dvc(clone, "params", "diff", "HEAD~1", "HEAD", "--json").stdout)
     assert (params["params.yaml"]["train.dropout"]["old"], params["params.yaml"]["train.dropout"]["new"]) == (0.2, 0.3)
+    # Plots are cached outputs, read from the remote. DVC resolves the committed relative remote URL
+    # against "/" for past revisions, so the README has clones pin it as an absolute path first.
+    dvc(clone, "remote", "modify", "--local", "storage", "url", str(project.parent / "fashion-mnist-dvc-storage"))
+    plots = json.loads(dvc(clone, "plots", "diff", "HEAD~1", "HEAD", "--json").stdout)["data"]
+    for name in ("Loss", "Accuracy", "Confusion matrix (test)"):
+        drawn = {point["rev"] for point in plots[name][0]["content"]["data"]["values"]}
+        assert drawn == {"HEAD~1", "HEAD"}, name
 
 
 @requires_debian_data
