@@ -16,7 +16,6 @@ CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
-SPLITS = ("train", "validation", "test")
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
