@@ -2,7 +2,7 @@
 
 Run from the repository root, on an otherwise idle machine (about 20 minutes with the defaults):
 
-    .venv/bin/python -m bench.benchmark [--epochs 3] [--repeats 3] [--sweep-epochs 5]
+    .venv/bin/python -m bench.benchmark [--epochs 3] [--repeats 3] [--sweep-epochs 60]
                                         [--quick] [--skip-seed] [--skip-dvc] [--skip-sweep]
 
 In one run, on this machine, it measures:
@@ -514,8 +514,8 @@ def environment(args: argparse.Namespace) -> list[str]:
         f"- Software: Python {platform.python_version()}, " + ", ".join(f"{k} {v}" for k, v in software.items()),
         f"- Code: {git(REPO_ROOT, 'rev-parse', '--short', 'HEAD').strip()}{dirty}",
         f"- Settings: `{' '.join(['python -m bench.benchmark', *sys.argv[1:]])}`: repeats {args.repeats}; "
-        f"seed vs stage {args.epochs} epochs; cold repro and restores {cold_epochs} epochs; "
-        f"sweep {args.sweep_epochs} epochs per experiment",
+        f"seed vs stage {args.epochs} epochs; cold repro and restores {cold_epochs} epochs"
+        + ("" if args.skip_sweep or args.skip_dvc else f"; sweep {args.sweep_epochs} epochs per experiment"),
     ]
 
 
@@ -523,13 +523,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the seed-vs-stage runs, >= 2 (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are reported (default 3)")
-    parser.add_argument("--sweep-epochs", type=int, default=5, help="epochs of each sweep experiment (default 5)")
+    parser.add_argument(
+        "--sweep-epochs", type=int, help="epochs of each sweep experiment (default: params.yaml's, as a real sweep)"
+    )
     parser.add_argument("--quick", action="store_true", help="cold repro and restores at --epochs, not the defaults")
     parser.add_argument("--skip-seed", action="store_true", help="skip the seed-vs-stage runs")
     parser.add_argument("--skip-dvc", action="store_true", help="skip every dvc measurement")
     parser.add_argument("--skip-sweep", action="store_true", help="skip the sweep measurement")
     parser.add_argument("--workdir", type=Path, help="where to put the throwaway repositories (default: a temp dir)")
     args = parser.parse_args(argv)
+    args.sweep_epochs = args.sweep_epochs or read_params(REPO_ROOT)["train"]["epochs"]
     if args.epochs < 2 or args.repeats < 1 or args.sweep_epochs < 1:
         parser.error("--epochs must be at least 2 (epoch 1 is not steady state), --repeats and --sweep-epochs >= 1")
     return args

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import idx_bytes
 
-from stages.dataset import Split, load_split, save_split
+from stages.cli import StageError
+from stages.dataset import TENSOR_ALIGNMENT, Split, aligned, load_split, save_split
 from stages.prepare import IdxError, PrepareParams, decode_split, normalise, parse_idx, prepare_splits, stratified_split
 
 NAMES = ("images-idx3-ubyte", "labels-idx1-ubyte")
@@ -99,3 +101,21 @@ def test_saved_splits_round_trip_and_have_stable_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     loaded = load_split(tmp_path, "a")
     assert np.array_equal(loaded.images, split.images) and np.array_equal(loaded.labels, split.labels)
+    assert all(array.ctypes.data % TENSOR_ALIGNMENT == 0 for array in loaded)
+    assert loaded.images.dtype == np.float32 and loaded.labels.dtype == np.uint8
+
+
+@pytest.mark.parametrize("damage", [lambda data: data[: len(data) // 2], lambda data: b"not a zip file"])
+def test_a_damaged_split_file_is_a_clear_error_naming_it(tmp_path: Path, damage: Callable[[bytes], bytes]) -> None:
+    save_split(tmp_path / "a.npz", Split(normalise(tiny_split(5).images), tiny_split(5).labels))
+    (tmp_path / "a.npz").write_bytes(damage((tmp_path / "a.npz").read_bytes()))
+    with pytest.raises(StageError, match=r"a\.npz: unreadable .*dvc repro --force prepare"):
+        load_split(tmp_path, "a")
+
+
+def test_aligned_copies_only_arrays_tensorflow_cannot_use_in_place() -> None:
+    buffer = aligned(np.arange(20, dtype=np.float32))
+    assert aligned(buffer) is buffer
+    shifted = buffer[1:]  # 4 bytes past an aligned start
+    copy = aligned(shifted)
+    assert copy is not shifted and copy.ctypes.data % TENSOR_ALIGNMENT == 0 and np.array_equal(copy, shifted)

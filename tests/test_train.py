@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.levers import keras_fit
 from stages.dataset import Split
 from stages.runtime import configure_tensorflow, keras
-from stages.train import TrainParams, build_model, epoch_order, save_model, train_model
+from stages.train import VALIDATION_BATCH_SIZE, TrainParams, build_model, epoch_order, save_model, train_model
 
 # Threads can only be set before TensorFlow's first op, as in the stage; seeds are reset per test.
 configure_tensorflow(seed=0)
@@ -62,6 +63,20 @@ def test_training_is_deterministic_and_reports_each_epoch() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights, strict=True))
     other_seed, _ = trained_weights(dataclasses.replace(PARAMS, seed=8))
     assert not np.array_equal(first_weights[0], other_seed[0])
+
+
+def test_training_is_keras_fit_on_the_shuffled_arrays_bit_for_bit() -> None:
+    """The stage's compiled loop changes how batches reach Keras's train_step, not the math."""
+    train, validation = tiny_data(100, 1), tiny_data(30, 2)  # 100 = 3 batches of 32 and one of 4
+    configure_tensorflow(PARAMS.seed)
+    ours = build_model(PARAMS)
+    history = train_model(ours, train, validation, PARAMS)
+    configure_tensorflow(PARAMS.seed)
+    reference = build_model(PARAMS)
+    expected = keras_fit(reference, train, validation, PARAMS, VALIDATION_BATCH_SIZE)
+    assert history == expected
+    assert all(np.array_equal(a, b) for a, b in zip(ours.get_weights(), reference.get_weights(), strict=True))
+    assert reference.optimizer.iterations.numpy() == ours.optimizer.iterations.numpy() == 2 * 4
 
 
 def test_saved_model_has_stable_bytes_and_loads_back(tmp_path: Path) -> None:

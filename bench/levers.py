@@ -1,0 +1,200 @@
+"""The speed levers of issue #4, one at a time: seconds per epoch, and whether the math changed.
+
+Run from the repository root after `dvc repro prepare`, on an otherwise idle machine (about
+5 minutes with the defaults):
+
+    .venv/bin/python -m bench.levers [--epochs 3] [--repeats 3]
+
+Every variant trains the stage's network (`build_model`) at the seed's hyperparameters on
+data/prepared, from the same initial weights, for `--epochs` epochs in the same batch order, in
+its own process (TensorFlow fixes its thread pools at the first op). It prints the steady seconds
+per epoch (epochs 2..N, median of `--repeats` runs) and whether the weights after the last epoch
+are bit-for-bit those of plain `fit`, the reference: a lever that changes them changes the math.
+The last row is not training: it times only the seven matrix products of one forward and
+backward pass per batch, the floor for any TensorFlow loop at batch 32 on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bench.benchmark import REPO_ROOT, VENV_BIN, Run, cell, log, median, run
+
+if TYPE_CHECKING:
+    from stages.dataset import Split
+    from stages.runtime import keras
+    from stages.train import TrainParams
+
+PREPARED = REPO_ROOT / "data" / "prepared"
+REFERENCE = "fit"
+
+
+@dataclass(frozen=True)
+class Lever:
+    description: str
+    one_thread: bool = False
+    steps_per_execution: int = 1
+    jit_compile: bool = False
+    compiled_loop: bool = False
+
+
+LEVERS = {
+    REFERENCE: Lever("`fit`, Keras defaults (the seed's way)"),
+    "fit-1-thread": Lever("`fit`, 1 TensorFlow thread", one_thread=True),
+    "fit-spe": Lever("`fit`, `steps_per_execution=500`", steps_per_execution=500),
+    "fit-spe-1-thread": Lever("`fit`, `steps_per_execution=500`, 1 thread", True, 500),
+    "fit-spe-1-thread-xla": Lever("`fit`, `steps_per_execution=500`, 1 thread, XLA (`jit_compile`)", True, 500, True),
+    "loop-2-threads": Lever("compiled epoch loop over Keras's `train_step`, 2 threads", compiled_loop=True),
+    "stage": Lever("compiled epoch loop, 1 thread (the train stage)", one_thread=True, compiled_loop=True),
+}
+FLOOR = "matmul-floor"
+
+
+def keras_fit(
+    model: keras.Model, train: Split, validation: Split, params: TrainParams, validation_batch_size: int
+) -> list[dict[str, float]]:
+    """Train as the stage did before its compiled loop: `fit` once per epoch on the shuffled arrays."""
+    from stages.train import epoch_order
+
+    history = []
+    for epoch in range(params.epochs):
+        order = epoch_order(params.seed, epoch, len(train.labels))
+        result = model.fit(
+            train.images[order],
+            train.labels[order],
+            batch_size=params.batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,
+            validation_data=tuple(validation),
+            validation_batch_size=validation_batch_size,
+            verbose=0,
+        )
+        history.append({name: float(values[-1]) for name, values in result.history.items()})
+        print(f"epoch {epoch + 1}/{params.epochs}", flush=True)
+    return history
+
+
+def _configure(one_thread: bool, seed: int) -> None:
+    """As stages.runtime.configure_tensorflow, but keeping TensorFlow's default pools if asked."""
+    from stages.runtime import TENSORFLOW_THREADS, keras, tf
+
+    if one_thread:
+        tf.config.threading.set_intra_op_parallelism_threads(TENSORFLOW_THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(TENSORFLOW_THREADS)
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+
+
+def train_variant(lever: Lever, epochs: int) -> None:
+    """Child: train with one lever and print the epoch lines and the final weights' SHA-256."""
+    from stages.dataset import load_split
+    from stages.runtime import keras
+    from stages.train import VALIDATION_BATCH_SIZE, TrainParams, build_model, train_model
+
+    params = TrainParams(
+        hidden_units=(200, 100, 60), dropout=0.2, learning_rate=0.01, batch_size=32, epochs=epochs, seed=42
+    )
+    train, validation = load_split(PREPARED, "train"), load_split(PREPARED, "validation")
+    _configure(lever.one_thread, params.seed)
+    model = build_model(params, train.images.shape[1:])
+    if lever.compiled_loop:
+        train_model(model, train, validation, params, lambda epoch, _: print(f"epoch {epoch + 1}/{epochs}", flush=True))
+    else:
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=lever.steps_per_execution,
+            jit_compile=lever.jit_compile,
+        )
+        keras_fit(model, train, validation, params, VALIDATION_BATCH_SIZE)
+    digest = hashlib.sha256(b"".join(weight.tobytes() for weight in model.get_weights()))
+    print(f"weights sha256 {digest.hexdigest()}", flush=True)
+
+
+def matmul_floor(epochs: int) -> None:
+    """Child: per epoch, only the matrix products of forward and backward at batch 32, 1 thread."""
+    from stages.runtime import tf
+
+    _configure(one_thread=True, seed=0)
+    widths, batch, steps = [784, 200, 100, 60, 10], 32, -(-55_000 // 32)
+    weights = [tf.random.normal((a, b)) for a, b in zip(widths, widths[1:], strict=False)]
+    images = tf.random.normal((batch, widths[0]))
+
+    @tf.function
+    def epoch() -> tf.Tensor:
+        total = tf.constant(0.0)
+        for step in tf.range(steps):
+            activations = [images + tf.cast(step, tf.float32)]
+            for weight in weights:
+                activations.append(tf.matmul(activations[-1], weight))
+            gradient = activations[-1]
+            for layer in reversed(range(len(weights))):
+                total += tf.matmul(activations[layer], gradient, transpose_a=True)[0, 0]  # weight gradient
+                if layer:  # no gradient is needed for the input images
+                    gradient = tf.matmul(gradient, weights[layer], transpose_b=True)
+        return total
+
+    for index in range(epochs):
+        epoch()
+        print(f"epoch {index + 1}/{epochs}", flush=True)
+
+
+def child(command: Callable[[], None]) -> None:
+    sys.path.insert(0, str(REPO_ROOT))
+    started = time.perf_counter()
+    command()
+    print(f"done in {time.perf_counter() - started:.1f}s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run, >= 2 (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant; medians are reported (default 3)")
+    parser.add_argument("--variant", choices=[*LEVERS, FLOOR], help=argparse.SUPPRESS)  # a child process
+    args = parser.parse_args()
+    if args.variant == FLOOR:
+        return child(lambda: matmul_floor(args.epochs))
+    if args.variant:
+        return child(lambda: train_variant(LEVERS[args.variant], args.epochs))
+    if not (PREPARED / "train.npz").is_file():
+        raise SystemExit(f"bench.levers: {PREPARED}/train.npz is missing: run 'dvc repro prepare' first")
+
+    runs: dict[str, list[Run]] = {name: [] for name in [*LEVERS, FLOOR]}
+    for index in range(args.repeats):
+        for name in runs:
+            log(f"{name}, {args.epochs} epochs, run {index + 1}/{args.repeats}")
+            command = [VENV_BIN / "python", "-m", "bench.levers", "--variant", name, "--epochs", str(args.epochs)]
+            runs[name].append(run(command, REPO_ROOT))
+
+    def weights(result: Run) -> str:
+        return result.output.rsplit("weights sha256 ", 1)[1].split()[0]
+
+    reference = {weights(result) for result in runs[REFERENCE]}
+    reference_epoch = median([result.steady_epoch() for result in runs[REFERENCE]])
+    print(f"### Levers: steady seconds per epoch (epochs 2..{args.epochs}), median of {args.repeats} (each run)\n")
+    print("| Variant | s/epoch | vs `fit` | Weights as `fit`'s |")
+    print("|---|---|---|---|")
+    for name, results in runs.items():
+        epoch_seconds = [result.steady_epoch() for result in results]
+        if name == FLOOR:
+            same = "(not training)"
+            description = "matrix products only (floor), 1 thread"
+        else:
+            digests = {weights(result) for result in results}
+            same = "yes" if digests == reference and len(reference) == 1 else f"**no** ({len(digests)} distinct)"
+            description = LEVERS[name].description
+        speedup = reference_epoch / median(epoch_seconds)
+        print(f"| {description} | {cell(epoch_seconds)} | {speedup:.2f}x | {same} |")
+    print(f"\nThe reference (`fit`) runs gave {len(reference)} distinct final weights.")
+
+
+if __name__ == "__main__":
+    main()
