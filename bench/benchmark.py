@@ -62,6 +62,11 @@ SEED_HYPERPARAMETERS = {
 }
 QUEUE_POLL_SECONDS = 3  # each poll starts DVC (about 0.4 s of one core)
 QUEUE_TIMEOUT_SECONDS = 3600
+# After a `dvc queue stop`, the next `dvc queue start`'s workers (same names) each logged "Got
+# shutdown from remote" as they started, ran one experiment and quit; the rest stayed queued with
+# no worker, forever. The benchmark therefore never stops workers (they stop by themselves when
+# the queue is empty), and starts them again if experiments are queued and no worker is left.
+NO_WORKERS = "Worker status: 0 active, 0 idle"
 EPOCH_LINE = re.compile(r"^epoch +(\d+)/(\d+)\b")  # printed by the train stage and by the seed program
 UP_TO_DATE = "Data and pipelines are up to date."
 OTHER_DROPOUTS = (0.3, 0.4)  # the run-cache measurement uses the first that is not the default rate
@@ -380,15 +385,20 @@ def sweep(project: Path, epochs: int, first_seed: int, queued: bool) -> float:
     if queued:  # as the README does it; `dvc exp run --run-all` hung here once, with no task left
         dvc(project, "queue", "start", "--jobs", str(SWEEP_JOBS))
         deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
+        polls_without_workers = 0  # workers take a moment to answer after `queue start`: wait for two polls
         while re.search(r"\b(Queued|Running)\b", (status := dvc(project, "queue", "status")).output):
             expect(time.monotonic() < deadline, f"the queue to finish within {QUEUE_TIMEOUT_SECONDS} s", status)
+            polls_without_workers = polls_without_workers + 1 if NO_WORKERS in status.output else 0
+            if polls_without_workers == 2:  # see NO_WORKERS
+                log("experiments queued but no worker left: starting the workers again")
+                dvc(project, "queue", "start", "--jobs", str(SWEEP_JOBS))
+                polls_without_workers = 0
             time.sleep(QUEUE_POLL_SECONDS)
         succeeded = re.findall(r"^\S+\s+(\S+)\s.*\bSuccess\s*$", status.output, flags=re.M)
         expect(set(names) <= set(succeeded), f"experiments {', '.join(names)} to succeed", status)
     wall = time.perf_counter() - started
-    if queued:  # idle workers linger for up to 10 s: stop them so they cost the next run nothing
-        dvc(project, "queue", "stop")
-        while "Worker status: 0 active, 0 idle" not in dvc(project, "queue", "status").output:
+    if queued:  # idle workers stop by themselves within seconds; wait, so they cost the next run nothing
+        while NO_WORKERS not in dvc(project, "queue", "status").output:
             time.sleep(1)
     return wall
 
