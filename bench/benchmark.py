@@ -1,6 +1,6 @@
 """Speed benchmark: the seed article's program against the train stage, and `dvc repro` timings.
 
-Run from the repository root, on an otherwise idle machine (about 20 minutes with the defaults):
+Run from the repository root, on an otherwise idle machine (about 25 minutes with the defaults):
 
     .venv/bin/python -m bench.benchmark [--epochs 3] [--repeats 3] [--sweep-epochs 60]
                                         [--quick] [--skip-seed] [--skip-dvc] [--skip-sweep]
