@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from stages.cli import raise_if_interrupted
+
 TEMP_PREFIX = ".tmp-"
 
 
@@ -35,7 +37,8 @@ def _fsync(path: Path) -> None:
 
 
 def publish(staged: Path, path: Path) -> None:
-    """Move a finished file or directory onto `path`, replacing whatever is there."""
+    """Move a finished file or directory onto `path`, replacing whatever is there (never after a signal)."""
+    raise_if_interrupted()
     files = [child for child in staged.rglob("*") if child.is_file()] if staged.is_dir() else [staged]
     for file in files:
         file.chmod(0o644)

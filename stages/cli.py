@@ -18,11 +18,28 @@ class StageError(Exception):
 
 
 class Interrupted(BaseException):
-    """Raised in the main thread on SIGTERM so that cleanup runs as it does for Ctrl-C."""
+    """Raised in the main thread on SIGINT (Ctrl-C) or SIGTERM, so that cleanup runs."""
+
+
+_received_signals: list[str] = []
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+    """Remember the signal, then raise `Interrupted`.
+
+    Python drops an exception raised while a `__del__` method or a weakref callback runs (it prints
+    "Exception ignored" and carries on). Once, under `make test`, a train stage sent SIGINT ran on
+    and exited 0. `raise_if_interrupted` raises the signal again before anything is published.
+    """
+    name = signal.Signals(signum).name
+    _received_signals.append(name)
+    raise Interrupted(name)
+
+
+def raise_if_interrupted() -> None:
+    """Raise `Interrupted` if a signal arrived during this stage, even if its first raise was dropped."""
+    if _received_signals:
+        raise Interrupted(_received_signals[0])
 
 
 def exit_with_parent() -> None:
@@ -41,15 +58,18 @@ def run_stage(name: str, body: Callable[[Sequence[str] | None], None], argv: Seq
     Outputs are only ever published by `os.replace` at the very end (see `stages.atomic`), so any
     exit taken here leaves the previous outputs as they were.
     """
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    _received_signals.clear()
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
     exit_with_parent()
     try:
         body(argv)
     except StageError as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except (KeyboardInterrupt, Interrupted) as signal_name:
-        reason = str(signal_name) or "SIGINT"
-        print(f"{name}: interrupted by {reason}; outputs left as they were", file=sys.stderr)
+    except Interrupted as interrupted:
+        print(f"{name}: interrupted by {interrupted}; outputs left as they were", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0

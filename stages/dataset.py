@@ -49,8 +49,8 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def aligned(array: np.ndarray) -> np.ndarray:
-    """`array` itself if it is C-contiguous and aligned for TensorFlow, else an aligned copy."""
-    if array.flags.c_contiguous and array.ctypes.data % TENSOR_ALIGNMENT == 0:
+    """`array` itself if TensorFlow can share it (C-contiguous, aligned, writable), else a copy that it can."""
+    if array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % TENSOR_ALIGNMENT == 0:
         return array
     copy = aligned_empty(array.shape, array.dtype)
     copy[...] = array

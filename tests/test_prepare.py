@@ -119,3 +119,5 @@ def test_aligned_copies_only_arrays_tensorflow_cannot_use_in_place() -> None:
     shifted = buffer[1:]  # 4 bytes past an aligned start
     copy = aligned(shifted)
     assert copy is not shifted and copy.ctypes.data % TENSOR_ALIGNMENT == 0 and np.array_equal(copy, shifted)
+    buffer.flags.writeable = False  # DLPack cannot export a read-only array
+    assert aligned(buffer) is not buffer and aligned(buffer).flags.writeable

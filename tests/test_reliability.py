@@ -99,7 +99,7 @@ def test_interrupted_training_resumes_and_does_each_epoch_exactly_once(prepared:
     first.wait_for(f"epoch 1/{EPOCHS}")
     os.killpg(first.process.pid, signum)  # the whole group, as Ctrl-C or a CI timeout does
     started = time.monotonic()
-    assert first.finish(timeout=30) != 0
+    assert first.finish(timeout=30) != 0, first.output
     assert time.monotonic() - started < 15, "the run did not stop promptly"
     if signum != signal.SIGKILL:
         assert f"train: interrupted by {signum.name}; outputs left as they were" in first.output
