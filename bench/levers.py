@@ -10,8 +10,9 @@ data/prepared, from the same initial weights, for `--epochs` epochs in the same 
 its own process (TensorFlow fixes its thread pools at the first op). It prints the steady seconds
 per epoch (epochs 2..N, median of `--repeats` runs) and whether the weights after the last epoch
 are bit-for-bit those of plain `fit`, the reference: a lever that changes them changes the math.
-The last row is not training: it times only the seven matrix products of one forward and
-backward pass per batch, the floor for any TensorFlow loop at batch 32 on this machine.
+The last two rows bound what is left: a hand-written training step with the fewest operations we
+could write (not Keras's math to the bit), and the seven matrix products of one forward and
+backward pass per batch alone, the floor for any TensorFlow loop at batch 32 on this machine.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ LEVERS = {
     "loop-2-threads": Lever("compiled epoch loop over Keras's `train_step`, 2 threads", compiled_loop=True),
     "stage": Lever("compiled epoch loop, 1 thread (the train stage)", one_thread=True, compiled_loop=True),
 }
+LEAN = "lean-step"
 FLOOR = "matmul-floor"
 
 
@@ -147,6 +149,51 @@ def matmul_floor(epochs: int) -> None:
         print(f"epoch {index + 1}/{epochs}", flush=True)
 
 
+def lean_step(epochs: int) -> None:
+    """Child: the fewest TensorFlow ops we could write for this network's training step, 1 thread.
+
+    Raw variables, dropout masks from `stateless_uniform`, fused softmax cross-entropy, plain SGD,
+    no metrics: not Keras's math to the bit, so not a candidate for the stage, but a bound on what
+    any hand-written step could gain over Keras's `train_step` in the same loop.
+    """
+    from stages.dataset import load_split
+    from stages.runtime import tf
+    from stages.train import epoch_order, tensor_view
+
+    _configure(one_thread=True, seed=0)
+    train = load_split(PREPARED, "train")
+    images = tf.reshape(tensor_view(train.images), (len(train.labels), -1))
+    labels = tf.cast(tensor_view(train.labels), tf.int32)
+    widths, rate, learning_rate = [images.shape[1], 200, 100, 60, 10], 0.2, 0.01
+    kernels = [
+        tf.Variable(tf.random.stateless_uniform((a, b), (0, i), -0.1, 0.1))
+        for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False))
+    ]
+    biases = [tf.Variable(tf.zeros((width,))) for width in widths[1:]]
+    draws = tf.Variable(0, dtype=tf.int64)
+
+    def step(x: tf.Tensor, y: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            for layer, (kernel, bias) in enumerate(zip(kernels, biases, strict=True)):
+                keep = tf.random.stateless_uniform(tf.shape(x), tf.stack([draws, layer])) >= rate
+                x = tf.matmul(tf.where(keep, x / (1 - rate), 0.0), kernel) + bias
+                x = tf.nn.relu(x) if layer < len(kernels) - 1 else x
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, x))
+        for variable, gradient in zip(kernels + biases, tape.gradient(loss, kernels + biases), strict=True):
+            variable.assign_sub(learning_rate * gradient)
+        draws.assign_add(1)
+
+    @tf.function
+    def run(order: tf.Tensor) -> None:
+        for start in tf.range(0, tf.size(order), 32):
+            batch = order[start : start + 32]
+            step(tf.gather(images, batch), tf.gather(labels, batch))
+
+    for epoch in range(epochs):
+        run(tf.constant(epoch_order(0, epoch, len(train.labels))))
+        print(f"epoch {epoch + 1}/{epochs}", flush=True)
+
+
 def child(command: Callable[[], None]) -> None:
     sys.path.insert(0, str(REPO_ROOT))
     started = time.perf_counter()
@@ -158,16 +205,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run, >= 2 (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant; medians are reported (default 3)")
-    parser.add_argument("--variant", choices=[*LEVERS, FLOOR], help=argparse.SUPPRESS)  # a child process
+    parser.add_argument("--variant", choices=[*LEVERS, LEAN, FLOOR], help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     if args.variant == FLOOR:
         return child(lambda: matmul_floor(args.epochs))
+    if args.variant == LEAN:
+        return child(lambda: lean_step(args.epochs))
     if args.variant:
         return child(lambda: train_variant(LEVERS[args.variant], args.epochs))
     if not (PREPARED / "train.npz").is_file():
         raise SystemExit(f"bench.levers: {PREPARED}/train.npz is missing: run 'dvc repro prepare' first")
 
-    runs: dict[str, list[Run]] = {name: [] for name in [*LEVERS, FLOOR]}
+    runs: dict[str, list[Run]] = {name: [] for name in [*LEVERS, LEAN, FLOOR]}
     for index in range(args.repeats):
         for name in runs:
             log(f"{name}, {args.epochs} epochs, run {index + 1}/{args.repeats}")
@@ -187,6 +236,9 @@ def main() -> None:
         if name == FLOOR:
             same = "(not training)"
             description = "matrix products only (floor), 1 thread"
+        elif name == LEAN:
+            same = "(not Keras's math)"
+            description = "compiled epoch loop over a hand-written minimal step, 1 thread"
         else:
             digests = {weights(result) for result in results}
             same = "yes" if digests == reference and len(reference) == 1 else f"**no** ({len(digests)} distinct)"
