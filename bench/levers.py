@@ -1,7 +1,7 @@
 """The speed levers of issue #4, one at a time: seconds per epoch, and whether the math changed.
 
 Run from the repository root after `dvc repro prepare`, on an otherwise idle machine (about
-5 minutes with the defaults):
+3 minutes with the defaults):
 
     .venv/bin/python -m bench.levers [--epochs 3] [--repeats 3]
 
@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.benchmark import REPO_ROOT, VENV_BIN, Run, cell, log, median, run
+from bench.benchmark import (
+    REPO_ROOT,
+    SEED_HYPERPARAMETERS,
+    SEED_TRAIN_EXAMPLES,
+    VENV_BIN,
+    Run,
+    cell,
+    log,
+    median,
+    read_params,
+    run,
+)
 
 if TYPE_CHECKING:
     from stages.dataset import Split
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
     from stages.train import TrainParams
 
 PREPARED = REPO_ROOT / "data" / "prepared"
+IMAGE_PIXELS, CLASSES = 28 * 28, 10
 REFERENCE = "fit"
 
 
@@ -83,28 +92,23 @@ def keras_fit(
     return history
 
 
-def _configure(one_thread: bool, seed: int) -> None:
-    """As stages.runtime.configure_tensorflow, but keeping TensorFlow's default pools if asked."""
-    from stages.runtime import TENSORFLOW_THREADS, keras, tf
+def seed_params(epochs: int) -> TrainParams:
+    """The seed program's network and optimiser (bench.benchmark.SEED_HYPERPARAMETERS), seeded."""
+    from stages.train import TrainParams
 
-    if one_thread:
-        tf.config.threading.set_intra_op_parallelism_threads(TENSORFLOW_THREADS)
-        tf.config.threading.set_inter_op_parallelism_threads(TENSORFLOW_THREADS)
-    tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(seed)
+    values = {key.split(".")[1]: value for key, value in SEED_HYPERPARAMETERS.items()}
+    return TrainParams(**values | {"hidden_units": tuple(values["hidden_units"]), "epochs": epochs, "seed": 42})
 
 
 def train_variant(lever: Lever, epochs: int) -> None:
     """Child: train with one lever and print the epoch lines and the final weights' SHA-256."""
     from stages.dataset import load_split
-    from stages.runtime import keras
-    from stages.train import VALIDATION_BATCH_SIZE, TrainParams, build_model, train_model
+    from stages.runtime import configure_tensorflow, keras
+    from stages.train import VALIDATION_BATCH_SIZE, build_model, train_model
 
-    params = TrainParams(
-        hidden_units=(200, 100, 60), dropout=0.2, learning_rate=0.01, batch_size=32, epochs=epochs, seed=42
-    )
+    params = seed_params(epochs)
     train, validation = load_split(PREPARED, "train"), load_split(PREPARED, "validation")
-    _configure(lever.one_thread, params.seed)
+    configure_tensorflow(params.seed, pin_threads=lever.one_thread)
     model = build_model(params, train.images.shape[1:])
     if lever.compiled_loop:
         train_model(model, train, validation, params, lambda epoch, _: print(f"epoch {epoch + 1}/{epochs}", flush=True))
@@ -122,13 +126,15 @@ def train_variant(lever: Lever, epochs: int) -> None:
 
 
 def matmul_floor(epochs: int) -> None:
-    """Child: per epoch, only the matrix products of forward and backward at batch 32, 1 thread."""
-    from stages.runtime import tf
+    """Child: per epoch, only the matrix products of forward and backward at the seed's batch size, 1 thread."""
+    from stages.runtime import configure_tensorflow, tf
 
-    _configure(one_thread=True, seed=0)
-    widths, batch, steps = [784, 200, 100, 60, 10], 32, -(-55_000 // 32)
+    params = seed_params(epochs)
+    configure_tensorflow(params.seed)
+    widths = [IMAGE_PIXELS, *params.hidden_units, CLASSES]
+    steps = -(-(SEED_TRAIN_EXAMPLES - read_params(REPO_ROOT)["prepare"]["val_size"]) // params.batch_size)
     weights = [tf.random.normal((a, b)) for a, b in zip(widths, widths[1:], strict=False)]
-    images = tf.random.normal((batch, widths[0]))
+    images = tf.random.normal((params.batch_size, widths[0]))
 
     @tf.function
     def epoch() -> tf.Tensor:
@@ -157,14 +163,15 @@ def lean_step(epochs: int) -> None:
     any hand-written step could gain over Keras's `train_step` in the same loop.
     """
     from stages.dataset import load_split
-    from stages.runtime import tf
+    from stages.runtime import configure_tensorflow, tf
     from stages.train import epoch_order, tensor_view
 
-    _configure(one_thread=True, seed=0)
+    params = seed_params(epochs)
+    configure_tensorflow(params.seed)
     train = load_split(PREPARED, "train")
-    images = tf.reshape(tensor_view(train.images), (len(train.labels), -1))
+    images = tf.reshape(tensor_view(train.images), (len(train.labels), IMAGE_PIXELS))
     labels = tf.cast(tensor_view(train.labels), tf.int32)
-    widths, rate, learning_rate = [images.shape[1], 200, 100, 60, 10], 0.2, 0.01
+    widths, rate = [IMAGE_PIXELS, *params.hidden_units, CLASSES], params.dropout
     kernels = [
         tf.Variable(tf.random.stateless_uniform((a, b), (0, i), -0.1, 0.1))
         for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False))
@@ -180,25 +187,18 @@ def lean_step(epochs: int) -> None:
                 x = tf.nn.relu(x) if layer < len(kernels) - 1 else x
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, x))
         for variable, gradient in zip(kernels + biases, tape.gradient(loss, kernels + biases), strict=True):
-            variable.assign_sub(learning_rate * gradient)
+            variable.assign_sub(params.learning_rate * gradient)
         draws.assign_add(1)
 
     @tf.function
     def run(order: tf.Tensor) -> None:
-        for start in tf.range(0, tf.size(order), 32):
-            batch = order[start : start + 32]
+        for start in tf.range(0, tf.size(order), params.batch_size):
+            batch = order[start : start + params.batch_size]
             step(tf.gather(images, batch), tf.gather(labels, batch))
 
     for epoch in range(epochs):
-        run(tf.constant(epoch_order(0, epoch, len(train.labels))))
+        run(tf.constant(epoch_order(params.seed, epoch, len(train.labels))))
         print(f"epoch {epoch + 1}/{epochs}", flush=True)
-
-
-def child(command: Callable[[], None]) -> None:
-    sys.path.insert(0, str(REPO_ROOT))
-    started = time.perf_counter()
-    command()
-    print(f"done in {time.perf_counter() - started:.1f}s", flush=True)
 
 
 def main() -> None:
@@ -208,11 +208,11 @@ def main() -> None:
     parser.add_argument("--variant", choices=[*LEVERS, LEAN, FLOOR], help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     if args.variant == FLOOR:
-        return child(lambda: matmul_floor(args.epochs))
+        return matmul_floor(args.epochs)
     if args.variant == LEAN:
-        return child(lambda: lean_step(args.epochs))
+        return lean_step(args.epochs)
     if args.variant:
-        return child(lambda: train_variant(LEVERS[args.variant], args.epochs))
+        return train_variant(LEVERS[args.variant], args.epochs)
     if not (PREPARED / "train.npz").is_file():
         raise SystemExit(f"bench.levers: {PREPARED}/train.npz is missing: run 'dvc repro prepare' first")
 

@@ -40,7 +40,7 @@ def save_split(path: Path, split: Split) -> None:
                 np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised C-ordered array whose data starts on a `TENSOR_ALIGNMENT` boundary."""
     size = int(np.prod(shape)) * dtype.itemsize
     buffer = np.empty(size + TENSOR_ALIGNMENT, np.uint8)
@@ -52,7 +52,7 @@ def aligned(array: np.ndarray) -> np.ndarray:
     """`array` itself if TensorFlow can share it (C-contiguous, aligned, writable), else a copy that it can."""
     if array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % TENSOR_ALIGNMENT == 0:
         return array
-    copy = aligned_empty(array.shape, array.dtype)
+    copy = _aligned_empty(array.shape, array.dtype)
     copy[...] = array
     return copy
 
@@ -65,7 +65,7 @@ def _read_array(handle: IO[bytes], name: str) -> np.ndarray:
     shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
     if fortran_order or dtype.hasobject:
         raise ValueError(f"{name}: not a plain C-ordered numeric array")
-    array = aligned_empty(shape, dtype)
+    array = _aligned_empty(shape, dtype)
     target = memoryview(array.reshape(-1).view(np.uint8))
     for start in range(0, len(target), _READ_CHUNK):
         chunk = target[start : start + _READ_CHUNK]

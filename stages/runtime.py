@@ -36,10 +36,14 @@ with _native_stderr_silenced():
     import tensorflow as tf
 
 
-def configure_tensorflow(seed: int) -> None:
-    """Call before building any model or running any op."""
-    tf.config.threading.set_intra_op_parallelism_threads(TENSORFLOW_THREADS)
-    tf.config.threading.set_inter_op_parallelism_threads(TENSORFLOW_THREADS)
+def configure_tensorflow(seed: int, pin_threads: bool = True) -> None:
+    """Call before building any model or running any op.
+
+    `pin_threads=False` keeps TensorFlow's own thread pools: only bench/levers.py measures those.
+    """
+    if pin_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(TENSORFLOW_THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(TENSORFLOW_THREADS)
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
 
