@@ -52,6 +52,7 @@ class Lever:
     steps_per_execution: int = 1
     jit_compile: bool = False
     compiled_loop: bool = False
+    op_determinism: bool = True
 
 
 LEVERS = {
@@ -59,7 +60,14 @@ LEVERS = {
     "fit-1-thread": Lever("`fit`, 1 TensorFlow thread", one_thread=True),
     "fit-spe": Lever("`fit`, `steps_per_execution=500`", steps_per_execution=500),
     "fit-spe-1-thread": Lever("`fit`, `steps_per_execution=500`, 1 thread", True, 500),
-    "fit-spe-1-thread-xla": Lever("`fit`, `steps_per_execution=500`, 1 thread, XLA (`jit_compile`)", True, 500, True),
+    # Keras compiles nothing with XLA while op determinism is on (trainer.model_supports_jit).
+    "fit-spe-1-thread-xla": Lever(
+        "`fit`, `steps_per_execution=500`, 1 thread, XLA (`jit_compile`), op determinism off",
+        True,
+        500,
+        jit_compile=True,
+        op_determinism=False,
+    ),
     "loop-2-threads": Lever("compiled epoch loop over Keras's `train_step`, 2 threads", compiled_loop=True),
     "stage": Lever("compiled epoch loop, 1 thread (the train stage)", one_thread=True, compiled_loop=True),
 }
@@ -107,8 +115,9 @@ def train_variant(lever: Lever, epochs: int) -> None:
     from stages.train import VALIDATION_BATCH_SIZE, build_model, train_model
 
     params = seed_params(epochs)
-    train, validation = load_split(PREPARED, "train"), load_split(PREPARED, "validation")
-    configure_tensorflow(params.seed, pin_threads=lever.one_thread)
+    # The loop takes the images as the stage holds them (pixels); `fit` as the seed does (floats).
+    train, validation = (load_split(PREPARED, name, as_pixels=lever.compiled_loop) for name in ("train", "validation"))
+    configure_tensorflow(params.seed, lever.one_thread, lever.op_determinism)
     model = build_model(params, train.images.shape[1:])
     if lever.compiled_loop:
         train_model(model, train, validation, params, lambda epoch, _: print(f"epoch {epoch + 1}/{epochs}", flush=True))
@@ -120,6 +129,7 @@ def train_variant(lever: Lever, epochs: int) -> None:
             steps_per_execution=lever.steps_per_execution,
             jit_compile=lever.jit_compile,
         )
+        assert model.jit_compile == lever.jit_compile, "Keras overrode jit_compile"
         keras_fit(model, train, validation, params, VALIDATION_BATCH_SIZE)
     digest = hashlib.sha256(b"".join(weight.tobytes() for weight in model.get_weights()))
     print(f"weights sha256 {digest.hexdigest()}", flush=True)

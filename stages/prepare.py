@@ -16,7 +16,7 @@ import numpy as np
 
 from stages.atomic import atomic_directory
 from stages.cli import StageError, run_stage
-from stages.dataset import CLASS_NAMES, Split, save_split
+from stages.dataset import CLASS_NAMES, Split, normalise, save_split
 from stages.params import load_params, require
 
 TRAIN_IMAGES = 60_000
@@ -69,11 +69,6 @@ def decode_split(image_bytes: bytes, label_bytes: bytes, names: tuple[str, str])
     if labels.size and labels.max() >= NUM_CLASSES:
         raise IdxError(f"{names[1]}: label {labels.max()} outside 0..{NUM_CLASSES - 1}")
     return Split(images, labels)
-
-
-def normalise(images: np.ndarray) -> np.ndarray:
-    """uint8 pixels to float32 in [0, 1]."""
-    return images.astype(np.float32) / np.float32(255)
 
 
 def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

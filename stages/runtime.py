@@ -36,15 +36,17 @@ with _native_stderr_silenced():
     import tensorflow as tf
 
 
-def configure_tensorflow(seed: int, pin_threads: bool = True) -> None:
+def configure_tensorflow(seed: int, pin_threads: bool = True, op_determinism: bool = True) -> None:
     """Call before building any model or running any op.
 
-    `pin_threads=False` keeps TensorFlow's own thread pools: only bench/levers.py measures those.
+    Only bench/levers.py turns the two switches off, to measure TensorFlow's own thread pools and
+    XLA (which Keras silently declines to use while op determinism is on).
     """
     if pin_threads:
         tf.config.threading.set_intra_op_parallelism_threads(TENSORFLOW_THREADS)
         tf.config.threading.set_inter_op_parallelism_threads(TENSORFLOW_THREADS)
-    tf.config.experimental.enable_op_determinism()
+    if op_determinism:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
 
 

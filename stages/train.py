@@ -27,7 +27,7 @@ from dvclive import Live
 import stages.resume
 from stages.atomic import TEMP_PREFIX, atomic_file, publish
 from stages.cli import run_stage
-from stages.dataset import CLASS_NAMES, ZIP_EPOCH, Split, aligned, load_split
+from stages.dataset import CLASS_NAMES, PIXEL_LEVELS, ZIP_EPOCH, Split, aligned, load_split
 from stages.params import load_params, require
 from stages.resume import STATE_FILE, Metrics, discard_state, load_state, resume_directory, save_state
 from stages.runtime import configure_tensorflow, keras, tf
@@ -102,14 +102,23 @@ def _compile_steps(step: Callable[[tuple], object], split: Split, batch_size: in
     `step` is Keras's own `train_step` or `test_step`, the steps `fit` runs. Gathering each batch
     from the split in the epoch's order gives `fit`'s batches and updates on the shuffled arrays
     bit for bit (tests/test_train.py), without fit's per-call data pipeline and copies of the data.
+
+    The split's images may also be the uint8 pixels of `load_split(..., as_pixels=True)`. Dividing
+    them by 255 in the loop gives `normalise`'s floats exactly, as long as the divisor is fed in at
+    run time: TensorFlow's graph optimiser rewrites a division by a constant as a multiplication by
+    its reciprocal, which is one bit off for 126 of the 256 pixel values.
     """
     images, labels = tensor_view(split.images), tensor_view(split.labels)
+    pixel_levels = tf.constant(float(PIXEL_LEVELS))  # captured: an input of the graph, not a constant in it
+
+    def model_input(batch: tf.Tensor) -> tf.Tensor:
+        return tf.cast(batch, tf.float32) / pixel_levels if batch.dtype == tf.uint8 else batch
 
     @tf.function
     def run(order: tf.Tensor) -> None:
         for start in tf.range(0, tf.size(order), batch_size):
             batch = order[start : start + batch_size]
-            step((tf.gather(images, batch), tf.gather(labels, batch)))
+            step((model_input(tf.gather(images, batch)), tf.gather(labels, batch)))
 
     return run
 
@@ -215,7 +224,7 @@ def _main(argv: Sequence[str] | None) -> None:
     args = parser.parse_args(argv)
     params = load_params(TrainParams)
     inputs = [args.prepared / "train.npz", args.prepared / "validation.npz"]
-    train, validation = load_split(args.prepared, "train"), load_split(args.prepared, "validation")
+    train, validation = (load_split(args.prepared, name, as_pixels=True) for name in ("train", "validation"))
     code = [Path(__file__), Path(stages.resume.__file__)]
     state_directory = resume_directory([asdict(params), *(path.read_text() for path in code)], inputs)
     configure_tensorflow(params.seed)

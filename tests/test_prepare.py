@@ -10,8 +10,8 @@ import pytest
 from conftest import idx_bytes
 
 from stages.cli import StageError
-from stages.dataset import TENSOR_ALIGNMENT, Split, aligned, load_split, save_split
-from stages.prepare import IdxError, PrepareParams, decode_split, normalise, parse_idx, prepare_splits, stratified_split
+from stages.dataset import TENSOR_ALIGNMENT, Split, aligned, load_split, normalise, pixels_of, save_split
+from stages.prepare import IdxError, PrepareParams, decode_split, parse_idx, prepare_splits, stratified_split
 
 NAMES = ("images-idx3-ubyte", "labels-idx1-ubyte")
 
@@ -111,6 +111,29 @@ def test_a_damaged_split_file_is_a_clear_error_naming_it(tmp_path: Path, damage:
     (tmp_path / "a.npz").write_bytes(damage((tmp_path / "a.npz").read_bytes()))
     with pytest.raises(StageError, match=r"a\.npz: unreadable .*dvc repro --force prepare"):
         load_split(tmp_path, "a")
+
+
+def test_pixels_of_inverts_normalise_bit_for_bit_and_nothing_else() -> None:
+    every_pixel = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(pixels_of(normalise(every_pixel)), every_pixel)
+    one_bit_off = normalise(every_pixel)
+    one_bit_off.view(np.uint32)[128] += 1
+    for images in (one_bit_off, np.array([-0.0, 1.0], np.float32), np.array([np.nan, 2.0], np.float32)):
+        assert pixels_of(images) is None
+    assert pixels_of(normalise(every_pixel).astype(np.float64)) is None
+
+
+def test_load_split_as_pixels_gives_the_pixels_of_prepared_images_only(tmp_path: Path) -> None:
+    pixels = tiny_split(1000).images  # 1000 images: three read chunks of 334
+    save_split(tmp_path / "prepared.npz", Split(normalise(pixels), tiny_split(1000).labels))
+    loaded = load_split(tmp_path, "prepared", as_pixels=True)
+    assert loaded.images.dtype == np.uint8 and np.array_equal(loaded.images, pixels)
+    assert all(array.ctypes.data % TENSOR_ALIGNMENT == 0 for array in loaded)
+    other = normalise(pixels)
+    other[-1, -1, -1] = 0.5  # not a pixel value, in the last chunk
+    save_split(tmp_path / "other.npz", Split(other, tiny_split(1000).labels))
+    loaded = load_split(tmp_path, "other", as_pixels=True)
+    assert loaded.images.dtype == np.float32 and np.array_equal(loaded.images, other)
 
 
 def test_aligned_copies_only_arrays_tensorflow_cannot_use_in_place() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench.levers import keras_fit
-from stages.dataset import Split
+from stages.dataset import Split, normalise, pixels_of
 from stages.runtime import configure_tensorflow, keras
 from stages.train import VALIDATION_BATCH_SIZE, TrainParams, build_model, epoch_order, save_model, train_model
 
@@ -65,12 +66,22 @@ def test_training_is_deterministic_and_reports_each_epoch() -> None:
     assert not np.array_equal(first_weights[0], other_seed[0])
 
 
-def test_training_is_keras_fit_on_the_shuffled_arrays_bit_for_bit() -> None:
+def as_pixels(split: Split) -> Split:
+    """`split` with images as `load_split(..., as_pixels=True)` gives them, as the train stage loads them."""
+    return Split(pixels_of(split.images), split.labels)
+
+
+@pytest.mark.parametrize("held_as", [lambda split: split, as_pixels], ids=["float32", "pixels"])
+def test_training_is_keras_fit_on_the_shuffled_arrays_bit_for_bit(held_as: Callable[[Split], Split]) -> None:
     """The stage's compiled loop changes how batches reach Keras's train_step, not the math."""
-    train, validation = tiny_data(100, 1), tiny_data(30, 2)  # 100 = 3 batches of 32 and one of 4
+    rng = np.random.default_rng(1)
+    train, validation = (  # 100 = 3 batches of 32 and one of 4; 100 * 784 values cover all 256 pixels
+        Split(normalise(rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)), tiny_data(count, 2).labels)
+        for count in (100, 30)
+    )
     configure_tensorflow(PARAMS.seed)
     ours = build_model(PARAMS)
-    history = train_model(ours, train, validation, PARAMS)
+    history = train_model(ours, held_as(train), held_as(validation), PARAMS)
     configure_tensorflow(PARAMS.seed)
     reference = build_model(PARAMS)
     expected = keras_fit(reference, train, validation, PARAMS, VALIDATION_BATCH_SIZE)
