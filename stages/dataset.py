@@ -106,7 +106,8 @@ def _read_pixels(handle: IO[bytes], name: str) -> np.ndarray | None:
     if dtype != np.float32 or not shape:
         return None
     pixels = _aligned_empty(shape, np.dtype(np.uint8))
-    rows = max(1, _READ_CHUNK // (int(np.prod(shape[1:])) * dtype.itemsize or 1))
+    row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+    rows = max(1, _READ_CHUNK // max(1, row_bytes))
     chunk = np.empty((rows, *shape[1:]), dtype)
     for start in range(0, shape[0], rows):
         images = chunk[: min(rows, shape[0] - start)]

@@ -105,12 +105,15 @@ def test_saved_splits_round_trip_and_have_stable_bytes(tmp_path: Path) -> None:
     assert loaded.images.dtype == np.float32 and loaded.labels.dtype == np.uint8
 
 
+@pytest.mark.parametrize("as_pixels", [False, True])
 @pytest.mark.parametrize("damage", [lambda data: data[: len(data) // 2], lambda data: b"not a zip file"])
-def test_a_damaged_split_file_is_a_clear_error_naming_it(tmp_path: Path, damage: Callable[[bytes], bytes]) -> None:
+def test_a_damaged_split_file_is_a_clear_error_naming_it(
+    tmp_path: Path, damage: Callable[[bytes], bytes], as_pixels: bool
+) -> None:
     save_split(tmp_path / "a.npz", Split(normalise(tiny_split(5).images), tiny_split(5).labels))
     (tmp_path / "a.npz").write_bytes(damage((tmp_path / "a.npz").read_bytes()))
     with pytest.raises(StageError, match=r"a\.npz: unreadable .*dvc repro --force prepare"):
-        load_split(tmp_path, "a")
+        load_split(tmp_path, "a", as_pixels=as_pixels)
 
 
 def test_pixels_of_inverts_normalise_bit_for_bit_and_nothing_else() -> None:
