@@ -1,7 +1,7 @@
 """The speed levers of issue #4, one at a time: seconds per epoch, and whether the math changed.
 
 Run from the repository root after `dvc repro prepare`, on an otherwise idle machine (about
-3 minutes with the defaults):
+7 minutes with the defaults, 4 of them in the XLA row):
 
     .venv/bin/python -m bench.levers [--epochs 3] [--repeats 3]
 
