@@ -63,8 +63,8 @@ LEVERS = {
     # Keras compiles nothing with XLA while op determinism is on (trainer.model_supports_jit).
     "fit-spe-1-thread-xla": Lever(
         "`fit`, `steps_per_execution=500`, 1 thread, XLA (`jit_compile`), op determinism off",
-        True,
-        500,
+        one_thread=True,
+        steps_per_execution=500,
         jit_compile=True,
         op_determinism=False,
     ),
