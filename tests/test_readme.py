@@ -44,7 +44,11 @@ def test_readme_model_example_runs_on_prepared_data_and_raw_pixels(tmp_path: Pat
     save_split(tmp_path / "data/prepared/test.npz", Split(normalise(pixels), np.arange(4, dtype=np.uint8)))
     (tmp_path / "data/raw/t10k-images-idx3-ubyte").write_bytes(idx_bytes(pixels))
     params = TrainParams(hidden_units=(4,), dropout=0.2, learning_rate=0.01, batch_size=2, epochs=1, seed=0)
-    save_model(build_model(params), tmp_path / "models/model.keras")
+    model = build_model(params)
+    for layer in model.layers:  # non-zero biases, so that a wrong input scale changes the predicted class
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(size=layer.bias.shape))
+    save_model(model, tmp_path / "models/model.keras")
 
     lines = run([sys.executable, "-c", python_example()], cwd=tmp_path).stdout.splitlines()
 
