@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt
 
 setup: $(VENV)/.installed
 	@if ! command -v npm >/dev/null; then echo "setup: no npm: dvc plots pages will load Vega from a CDN"; \
-	elif ! $(MAKE) --no-print-directory plots; then echo "setup: no offline plots page: dvc plots pages will load Vega from a CDN"; fi
+	elif ! $(MAKE) --no-print-directory --silent plots; then echo "setup: no offline plots page: dvc plots pages will load Vega from a CDN"; fi
 
 # The page and its setting in .dvc/config.local (see tools/offline_plots.py); rebuilt when its inputs change.
 PLOTS_PAGE := .dvc/tmp/offline-plots.html
