@@ -18,7 +18,7 @@ setup: $(VENV)/.installed
 	elif ! $(MAKE) --no-print-directory --silent plots; then echo "setup: no offline plots page: dvc plots pages will load Vega from a CDN"; fi
 
 # The page and its setting in .dvc/config.local (see tools/offline_plots.py); rebuilt when its inputs change.
-PLOTS_PAGE := .dvc/tmp/offline-plots.html
+PLOTS_PAGE := tools/plots/offline-plots.html
 
 plots: $(PLOTS_PAGE)
 

@@ -28,7 +28,8 @@ from stages.atomic import atomic_file
 PACKAGE_DIR = Path(__file__).parent / "plots"
 LIBRARIES = ("vega/build/vega.min.js", "vega-lite/build/vega-lite.min.js", "vega-embed/build/vega-embed.min.js")
 DVC_DIR = Path(".dvc")
-DEFAULT_OUTPUT = DVC_DIR / "tmp/offline-plots.html"
+# Ignored, beside node_modules; not in .dvc/tmp, which people delete to clear DVC locks (leaving the setting dangling).
+DEFAULT_OUTPUT = Path("tools/plots/offline-plots.html")
 # DVC's page calls vegaEmbed(element, spec) itself; default every call to the SVG renderer.
 SVG_BY_DEFAULT = """
 const embedWithCanvas = vegaEmbed;
