@@ -6,6 +6,8 @@ Plain DVC falls short in two ways (DVC 3.67.1; both checked by tests/test_sharin
   `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads them too.
 * `dvc pull` says "Everything is up to date." and exits 0 when the remote lacks objects whose files are already in the
   workspace (and `dvc fetch` exits 0 whenever objects are missing). `pull` checks the local cache afterwards.
+* On a full remote, `dvc push` prints an error per file and leaves each partial upload behind as a hidden `.tmp` file
+  (a local or mounted directory remote). `push` prints one line instead and deletes its own partial uploads.
 
 Usage, from the repository root:  python -m tools.share {push,pull} [-r REMOTE]
 """
@@ -13,13 +15,18 @@ Usage, from the repository root:  python -m tools.share {push,pull} [-r REMOTE]
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dvc.cli import main as dvc_main
+from dvc.exceptions import FileTransferError
 from dvc.repo import Repo
+
+from stages.cli import NO_SPACE, space_needed
 
 if TYPE_CHECKING:
     from dvc.stage import Stage
@@ -28,6 +35,52 @@ if TYPE_CHECKING:
 
 class ShareError(Exception):
     """A failure reported as one line on stderr with exit status 1."""
+
+
+class FullDisk(logging.Filter):
+    """Takes DVC's per-file "failed to transfer" errors caused by a full disk out of its output, and keeps them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[OSError] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            self.failures.append(error)
+            return False
+        # DVC's closing "N files failed to upload" (it counts a directory whose files failed as one more).
+        return not (isinstance(error, FileTransferError) and self.failures)
+
+    def report(self, destination: Path) -> str:
+        """Delete the partial copies DVC left (its errors name them) and describe the failure in one line."""
+        for error in self.failures:
+            Path(error.filename2).unlink(missing_ok=True)
+        size = sum(Path(error.filename).stat().st_size for error in self.failures)
+        return (
+            f"no space left on device copying {len(self.failures)} files to {destination}: "
+            f"{space_needed(size, destination)}; free space there and run this again"
+        )
+
+
+@contextmanager
+def filtered(transfer_filter: logging.Filter) -> Iterator[None]:
+    """`transfer_filter` on the loggers of DVC's per-file transfer errors and of its closing summary."""
+    loggers = [logging.getLogger(name) for name in ("dvc_data.hashfile.transfer", "dvc.commands.data_sync")]
+    for logger in loggers:
+        logger.addFilter(transfer_filter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(transfer_filter)
+
+
+def transfer_destination(repo: Repo, command: str, remote: str | None) -> Path:
+    """Where `dvc push` (the remote's directory) or `dvc pull` (the local cache) copies objects to."""
+    if command == "pull":
+        return Path(repo.cache.local.path)
+    return Path(repo.config["remote"][remote or repo.config["core"]["remote"]]["url"])
 
 
 def run_cache_stages(repo: Repo) -> Iterator[Stage]:
@@ -84,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     remote_args = ["-r", args.remote] if args.remote else []
 
-    status = dvc_main([args.command, "--run-cache", *remote_args])
+    full_disk = FullDisk()
+    with filtered(full_disk):
+        status = dvc_main([args.command, "--run-cache", *remote_args])
+    if full_disk.failures:
+        with Repo() as repo:
+            print(f"ERROR: {full_disk.report(transfer_destination(repo, args.command, args.remote))}", file=sys.stderr)
     if status:
         return status
     try:
