@@ -27,10 +27,13 @@ def _megabytes(size: int) -> str:
     return f"{size / 1000:.0f} kB" if size < MEGABYTE else f"{size / MEGABYTE:.1f} MB"
 
 
-def space_needed(size: int, where: Path) -> str:
-    """The "need about 0.8 MB free, 250 kB free now" of a message, measured on `where`'s file system."""
+def space_needed(size: int, where: Path | None) -> str:
+    """The "need about 0.8 MB free, 250 kB free now" of a message; the free space of `where`'s file system if given."""
+    needed = f"need about {_megabytes(size)} free"
+    if where is None:
+        return needed
     existing = next(parent for parent in (where, *where.parents) if parent.exists())
-    return f"need about {_megabytes(size)} free, {_megabytes(shutil.disk_usage(existing).free)} free now"
+    return f"{needed}, {_megabytes(shutil.disk_usage(existing).free)} free now"
 
 
 class DiskFull(StageError):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import dvc, git, idx_bytes, make_project, run, set_param
+from conftest import dvc, git, idx_bytes, make_project, requires_debian_data, run, set_param
 from test_sharing import share
 
 from stages.atomic import TEMP_PREFIX
@@ -131,6 +131,17 @@ def prepared(project: Path, epochs: int) -> Path:
     git(project, "add", "-A")
     git(project, "commit", "-qm", "prepared")
     return project
+
+
+@requires_debian_data
+def test_fetch_reports_a_full_disk(disk: Path) -> None:
+    project = make_project(disk / "project")
+    fill(disk, leaving=10 * MEGABYTE)
+    failed = dvc(project, "repro", "fetch", check=False)
+    assert_one_line_failure(failed, rf"fetch: error: no space left on device writing the raw files to data/raw: {NEED}")
+    assert "need about 55.0 MB free" in failed.stderr  # the four decompressed files
+    assert not (project / "data/raw").exists() and not (project / "dvc.lock").exists()
+    assert temporaries(project) == []
 
 
 def test_prepare_reports_a_full_disk_and_runs_once_space_is_freed(disk: Path, project: Path) -> None:

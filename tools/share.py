@@ -1,13 +1,13 @@
 """Share results through a DVC remote so that nobody retrains what a teammate already trained.
 
-Plain DVC falls short in two ways (DVC 3.67.1; both checked by tests/test_sharing.py):
+Plain DVC falls short in three ways (DVC 3.67.1; checked by tests/test_sharing.py and tests/test_disk_full.py):
 
 * `dvc push --run-cache` uploads the run records but not the outputs they point to (treeverse/dvc PR #10472), so
   `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads them too.
 * `dvc pull` says "Everything is up to date." and exits 0 when the remote lacks objects whose files are already in the
   workspace (and `dvc fetch` exits 0 whenever objects are missing). `pull` checks the local cache afterwards.
-* On a full remote, `dvc push` prints an error per file and leaves each partial upload behind as a hidden `.tmp` file
-  (a local or mounted directory remote). `push` prints one line instead and deletes its own partial uploads.
+* On a full disk, `dvc push` and `dvc pull` print an error per file and leave each partial copy behind as a hidden
+  `.tmp` file (in a directory remote, or in the local cache). Both print one line instead and delete those copies.
 
 Usage, from the repository root:  python -m tools.share {push,pull} [-r REMOTE]
 """
@@ -52,14 +52,17 @@ class FullDisk(logging.Filter):
         # DVC's closing "N files failed to upload" (it counts a directory whose files failed as one more).
         return not (isinstance(error, FileTransferError) and self.failures)
 
-    def report(self, destination: Path) -> str:
+    def report(self, destination: str) -> str:
         """Delete the partial copies DVC left (its errors name them) and describe the failure in one line."""
         for error in self.failures:
-            Path(error.filename2).unlink(missing_ok=True)
-        size = sum(Path(error.filename).stat().st_size for error in self.failures)
+            partial = Path(error.filename2 or "")
+            if partial.name.startswith(".") and partial.name.endswith(".tmp"):  # a name DVC's tmp_fname made
+                partial.unlink(missing_ok=True)
+        size = sum(Path(error.filename).stat().st_size for error in self.failures if error.filename)
+        local = None if "://" in destination else Path(destination)
         return (
             f"no space left on device copying {len(self.failures)} files to {destination}: "
-            f"{space_needed(size, destination)}; free space there and run this again"
+            f"{space_needed(size, local)}; free space there and run this again"
         )
 
 
@@ -76,11 +79,11 @@ def filtered(transfer_filter: logging.Filter) -> Iterator[None]:
             logger.removeFilter(transfer_filter)
 
 
-def transfer_destination(repo: Repo, command: str, remote: str | None) -> Path:
-    """Where `dvc push` (the remote's directory) or `dvc pull` (the local cache) copies objects to."""
+def transfer_destination(repo: Repo, command: str, remote: str | None) -> str:
+    """Where `dvc push` (the remote's URL or directory) or `dvc pull` (the local cache) copies objects to."""
     if command == "pull":
-        return Path(repo.cache.local.path)
-    return Path(repo.config["remote"][remote or repo.config["core"]["remote"]]["url"])
+        return repo.cache.local.path
+    return repo.config["remote"][remote or repo.config["core"]["remote"]]["url"]
 
 
 def run_cache_stages(repo: Repo) -> Iterator[Stage]:
@@ -130,31 +133,38 @@ def check_local_cache(repo: Repo, remote: str | None) -> None:
         )
 
 
+def share(command: str, remote: str | None) -> int:
+    """DVC's own push or pull with the run-cache, then what it leaves out; raises ShareError."""
+    status = dvc_main([command, "--run-cache", *(["-r", remote] if remote else [])])
+    if status:
+        return status
+    with Repo() as repo:
+        if command == "push":
+            push_run_cache_outputs(repo, remote)
+        else:
+            check_local_cache(repo, remote)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.share", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("push", "pull"))
     parser.add_argument("-r", "--remote", help="remote name (default: core.remote)")
     args = parser.parse_args(argv)
-    remote_args = ["-r", args.remote] if args.remote else []
 
     full_disk = FullDisk()
+    message = None
     with filtered(full_disk):
-        status = dvc_main([args.command, "--run-cache", *remote_args])
-    if full_disk.failures:
+        try:
+            status = share(args.command, args.remote)
+        except ShareError as error:
+            status, message = 1, str(error)
+    if full_disk.failures:  # the cause of any other failure
         with Repo() as repo:
-            print(f"ERROR: {full_disk.report(transfer_destination(repo, args.command, args.remote))}", file=sys.stderr)
-    if status:
-        return status
-    try:
-        with Repo() as repo:
-            if args.command == "push":
-                push_run_cache_outputs(repo, args.remote)
-            else:
-                check_local_cache(repo, args.remote)
-    except ShareError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        return 1
-    return 0
+            status, message = 1, full_disk.report(transfer_destination(repo, args.command, args.remote))
+    if message:
+        print(f"ERROR: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
