@@ -63,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not corrupted and not partial:
         print(f"check_cache: all {checked} objects in {cache} match their hashes")
         return 0
-    action = "removed; run 'dvc pull --force'" if args.remove else "run with --remove, then 'dvc pull --force'"
+    if args.remove:
+        action = "removed; run 'dvc pull --force'" if corrupted else "removed"
+    else:
+        action = "run with --remove" + (", then 'dvc pull --force'" if corrupted else "")
     found = f"{len(corrupted)} of {checked} objects corrupted, {len(partial)} partial copies"
     print(f"check_cache: {found} ({action})", file=sys.stderr)
     return 1
