@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from stages.atomic import atomic_file
-from stages.cli import StageError, run_stage
+from stages.cli import StageError, run_stage, writing
 from stages.dataset import CLASS_NAMES, load_split
 
 PREDICT_BATCH_SIZE = 1000
 DECIMALS = 6
 PROBABILITY_FLOOR = 1e-7  # the clip Keras applies in its cross-entropy
+CONFUSION_ROW_BYTES = 2 * max(map(len, CLASS_NAMES)) + 2  # "actual,predicted\n" at its longest
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -58,15 +59,18 @@ def score(probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[s
 
 
 def _write_outputs(directory: Path, metrics: dict[str, object], labels: np.ndarray, predictions: np.ndarray) -> None:
-    """Each file is its own DVC output (metrics in git, confusion data cached): publish each atomically."""
-    with atomic_file(directory / "metrics.json") as temporary:
-        temporary.write_text(json.dumps({"test": metrics}, indent=2) + "\n", encoding="utf-8")
-    with atomic_file(directory / "confusion.csv") as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["actual", "predicted"])
-        writer.writerows(
-            (CLASS_NAMES[a], CLASS_NAMES[p]) for a, p in zip(labels.tolist(), predictions.tolist(), strict=True)
-        )
+    """Each file is its own DVC output (metrics in git, confusion data cached): publish each atomically.
+
+    Both are written before either is published, so a failure (a full disk) leaves neither.
+    """
+    with atomic_file(directory / "metrics.json") as metrics_file, atomic_file(directory / "confusion.csv") as confusion:
+        metrics_file.write_text(json.dumps({"test": metrics}, indent=2) + "\n", encoding="utf-8")
+        with open(confusion, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["actual", "predicted"])
+            writer.writerows(
+                (CLASS_NAMES[a], CLASS_NAMES[p]) for a, p in zip(labels.tolist(), predictions.tolist(), strict=True)
+            )
 
 
 def _main(argv: Sequence[str] | None) -> None:
@@ -85,7 +89,8 @@ def _main(argv: Sequence[str] | None) -> None:
     model = keras.saving.load_model(args.model)
     probabilities = model.predict(test.images, batch_size=PREDICT_BATCH_SIZE, verbose=0)
     metrics = score(probabilities, test.labels, CLASS_NAMES)
-    _write_outputs(args.output, metrics, test.labels, probabilities.argmax(axis=1))
+    with writing("the evaluation reports", args.output, len(test.labels) * CONFUSION_ROW_BYTES):
+        _write_outputs(args.output, metrics, test.labels, probabilities.argmax(axis=1))
     summary = ", ".join(f"{name} {metrics[name]:.4f}" for name in ("accuracy", "loss", "macro_f1"))
     print(f"evaluate: test {summary}")
 

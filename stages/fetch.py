@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from stages.atomic import atomic_directory
-from stages.cli import StageError, run_stage
+from stages.cli import StageError, run_stage, writing
 from stages.params import load_params, require
 
 # SHA-256 of the decompressed original files (60,000 training and 10,000 test images), computed
@@ -107,7 +107,8 @@ def _main(argv: Sequence[str] | None) -> None:
     args = parser.parse_args(argv)
     params = load_params(FetchParams)
     files = fetch_dataset(params.sources, FASHION_MNIST_SHA256)
-    with atomic_directory(args.output) as staging:
+    size = sum(len(data) for data in files.values())
+    with writing("the raw files", args.output, size), atomic_directory(args.output) as staging:
         for name, data in files.items():
             (staging / name).write_bytes(data)
     print(f"fetch: wrote {len(files)} verified files to {args.output}")

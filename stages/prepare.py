@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from stages.atomic import atomic_directory
-from stages.cli import StageError, run_stage
+from stages.cli import StageError, run_stage, writing
 from stages.dataset import CLASS_NAMES, Split, normalise, save_split
 from stages.params import load_params, require
 
@@ -114,7 +114,8 @@ def _main(argv: Sequence[str] | None) -> None:
     args = parser.parse_args(argv)
     params = load_params(PrepareParams)
     splits = prepare_splits(_read_raw(args.raw, RAW_FILES["train"]), _read_raw(args.raw, RAW_FILES["test"]), params)
-    with atomic_directory(args.output) as staging:
+    size = sum(split.images.nbytes + split.labels.nbytes for split in splits.values())
+    with writing("the prepared splits", args.output, size), atomic_directory(args.output) as staging:
         for name, split in splits.items():
             save_split(staging / f"{name}.npz", split)
     sizes = ", ".join(f"{name} {len(split.labels)}" for name, split in splits.items())

@@ -7,6 +7,11 @@ state is rewritten atomically: the weights (with the optimizer's step count) in 
 file, then `state.json`, which names that file, its SHA-256, the dropout layers' random-stream
 positions (Keras does not save those) and the metrics history. A state that fails any check is
 reported and discarded, and training starts again from epoch 1.
+
+The weights file is a `.keras` archive, not `.weights.h5`: Keras builds the HDF5 data of an
+archive in memory and Python writes the zip, so a full disk is a plain OSError. `save_weights`
+hands HDF5 the file itself and leaves it open when a write fails; HDF5 then crashed the process
+(SIGSEGV) while closing it at exit.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from stages.atomic import atomic_file
+from stages.cli import writing
 from stages.runtime import keras
 
 RESUME_ROOT = Path(".resume/train")
@@ -45,20 +53,27 @@ def _seed_states(model: keras.Model) -> list[keras.Variable]:
     return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
 
 
+def saved_size(model: keras.Model) -> int:
+    """About the size of `model` saved with its optimizer: the bytes of their variables."""
+    variables = [*model.variables, *model.optimizer.variables]
+    return sum(int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize for variable in variables)
+
+
 def save_state(directory: Path, model: keras.Model, history: list[Metrics]) -> None:
     """Record that `len(history)` epochs are complete; a kill at any point leaves a usable state."""
-    weights = directory / f"epoch-{len(history)}.weights.h5"
-    with atomic_file(weights) as temporary:
-        model.save_weights(temporary)
-    state = {
-        "weights": weights.name,
-        "weights_sha256": file_sha256(weights),
-        "seed_states": [variable.numpy().tolist() for variable in _seed_states(model)],
-        "history": history,
-    }
-    with atomic_file(directory / STATE_FILE) as temporary:
-        temporary.write_text(json.dumps(state), encoding="utf-8")
-    for old in directory.glob("epoch-*.weights.h5"):
+    with writing("the resume state", directory, saved_size(model)):
+        weights = directory / f"epoch-{len(history)}.keras"
+        with atomic_file(weights) as temporary:
+            model.save(temporary)
+        state = {
+            "weights": weights.name,
+            "weights_sha256": file_sha256(weights),
+            "seed_states": [variable.numpy().tolist() for variable in _seed_states(model)],
+            "history": history,
+        }
+        with atomic_file(directory / STATE_FILE) as temporary:
+            temporary.write_text(json.dumps(state), encoding="utf-8")
+    for old in directory.glob("epoch-*.keras"):
         if old != weights:
             old.unlink()
 

@@ -26,14 +26,15 @@ from dvclive import Live
 
 import stages.resume
 from stages.atomic import TEMP_PREFIX, atomic_file, publish
-from stages.cli import run_stage
+from stages.cli import run_stage, writing
 from stages.dataset import CLASS_NAMES, PIXEL_LEVELS, ZIP_EPOCH, Split, aligned, load_split
 from stages.params import load_params, require
-from stages.resume import STATE_FILE, Metrics, discard_state, load_state, resume_directory, save_state
+from stages.resume import STATE_FILE, Metrics, discard_state, load_state, resume_directory, save_state, saved_size
 from stages.runtime import configure_tensorflow, keras, tf
 
 VALIDATION_BATCH_SIZE = 1000
 FIXED_SAVE_DATE = "1980-01-01@00:00:00"
+CURVE_BYTES_PER_EPOCH = 4096  # DVCLive's four .tsv lines and summary, rounded up to a file system block
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def canonical_keras_archive(archive: bytes) -> bytes:
 
 
 def save_model(model: keras.Model, path: Path) -> None:
-    with atomic_file(path) as temporary:
+    with writing("the model", path, saved_size(model)), atomic_file(path) as temporary:
         model.save(temporary)
         temporary.write_bytes(canonical_keras_archive(temporary.read_bytes()))
 
@@ -247,11 +248,14 @@ def _main(argv: Sequence[str] | None) -> None:
         started = time.perf_counter()
 
     args.curves.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=args.curves, prefix=TEMP_PREFIX) as staging:
-        with Live(staging, save_dvc_exp=False, dvcyaml=False) as live:
-            for metrics in history:
-                _log_epoch(live, metrics)
-            train_model(model, train, validation, params, end_of_epoch, first_epoch=len(history))
+    curves = writing("the training curves", args.curves, CURVE_BYTES_PER_EPOCH * params.epochs)
+    with curves, tempfile.TemporaryDirectory(dir=args.curves, prefix=TEMP_PREFIX) as staging:
+        # Not `with Live(...)`: its exit writes the summary even after a failure, a second error on a full disk.
+        live = Live(staging, save_dvc_exp=False, dvcyaml=False)
+        for metrics in history:
+            _log_epoch(live, metrics)
+        train_model(model, train, validation, params, end_of_epoch, first_epoch=len(history))
+        live.end()
         save_model(model, args.model)
         # DVC tracks these two separately (plots cached, metrics in git): publish each one.
         for name in ("plots", "metrics.json"):

@@ -1,7 +1,10 @@
-"""The stage edge: a signal stops a stage before it publishes, even when Python drops its exception."""
+"""The stage edge: a signal stops a stage before it publishes, even when Python drops its exception;
+a full disk is one line."""
 
 from __future__ import annotations
 
+import errno
+import re
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stages.atomic import atomic_file
-from stages.cli import EXIT_INTERRUPTED, run_stage
+from stages.cli import EXIT_ERROR, EXIT_INTERRUPTED, run_stage, writing
 
 
 class SignalsWhenCollected:
@@ -44,3 +47,26 @@ def test_a_stage_leaves_the_signal_handlers_as_it_found_them() -> None:
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert run_stage("demo", lambda _argv: None, []) == 0
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_full_disk_is_one_line_naming_what_where_and_about_how_much(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "model.keras"
+
+    def body(_argv: Sequence[str] | None) -> None:
+        with writing("the model", output, 2_500_000), atomic_file(output):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    assert run_stage("demo", body, []) == EXIT_ERROR
+    line = rf"demo: error: no space left on device writing the model to {re.escape(str(output))}: "
+    assert re.fullmatch(line + r"need about 2\.5 MB free, [\d.]+ [kM]B free now\n", capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_outside_any_writing_block_is_still_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    def body(_argv: Sequence[str] | None) -> None:
+        raise OSError(errno.EDQUOT, "Disk quota exceeded", "reports/x.json")
+
+    assert run_stage("demo", body, []) == EXIT_ERROR
+    assert capsys.readouterr().err == "demo: error: [Errno 122] Disk quota exceeded: 'reports/x.json'\n"

@@ -133,7 +133,7 @@ def test_a_damaged_resume_state_means_a_logged_restart_from_epoch_one(prepared: 
     first.wait_for(f"epoch 1/{EPOCHS}")
     os.killpg(first.process.pid, signal.SIGKILL)
     first.finish(timeout=30)
-    (weights,) = (prepared / ".resume/train").glob("*/epoch-*.weights.h5")
+    (weights,) = (prepared / ".resume/train").glob("*/epoch-*.keras")
     weights.write_bytes(b"0")
 
     second = Repro(prepared)

@@ -33,15 +33,15 @@ def test_two_epochs_in_two_runs_give_the_weights_of_one_uninterrupted_run(tmp_pa
 
     assert history == expected_history
     assert all(np.array_equal(a, b) for a, b in zip(resumed.get_weights(), uninterrupted.get_weights(), strict=True))
-    assert [path.name for path in sorted(tmp_path.iterdir())] == ["epoch-1.weights.h5", "state.json"]
+    assert [path.name for path in sorted(tmp_path.iterdir())] == ["epoch-1.keras", "state.json"]
 
 
 @pytest.mark.parametrize(
     ("damage", "error"),
     [
-        (lambda d: (d / "epoch-1.weights.h5").write_bytes(b"0"), "does not match its recorded SHA-256"),
-        (lambda d: (d / "epoch-1.weights.h5").unlink(), "No such file"),
-        (lambda d: (d / "state.json").write_text('{"weights": "epoch-1.weights.h5"'), "Expecting"),
+        (lambda d: (d / "epoch-1.keras").write_bytes(b"0"), "does not match its recorded SHA-256"),
+        (lambda d: (d / "epoch-1.keras").unlink(), "No such file"),
+        (lambda d: (d / "state.json").write_text('{"weights": "epoch-1.keras"'), "Expecting"),
         (lambda d: (d / "state.json").write_text("{}"), "weights"),
     ],
     ids=["corrupt-weights", "missing-weights", "truncated-state", "empty-state"],

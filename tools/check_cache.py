@@ -4,6 +4,10 @@ DVC trusts its cache: `dvc status` and `dvc checkout` do not re-hash objects, so
 object is checked out as is. Run `python -m tools.check_cache` to find such objects (exit 1 if
 any), and `python -m tools.check_cache --remove` to delete them; then `dvc pull --force` fetches
 good copies from the remote (which verifies hashes on pull) and restores the workspace.
+
+It also lists the partial copies (`.<token>.tmp`) that DVC leaves in the cache when copying an
+output into it fails, as on a full disk; `--remove` deletes them too. Run it while no other DVC
+command runs in the project: a copy in progress looks the same.
 """
 
 from __future__ import annotations
@@ -18,8 +22,13 @@ from pathlib import Path
 def cache_objects(cache: Path) -> Iterator[tuple[Path, str]]:
     """(path, md5 its name claims) for every object of DVC 3's cache layout `files/md5/ab/cdef…`."""
     for path in sorted((cache / "files" / "md5").glob("??/*")):
-        if path.is_file():
+        if path.is_file() and not path.name.startswith("."):
             yield path, path.parent.name + path.name.removesuffix(".dir")
+
+
+def partial_copies(cache: Path) -> list[Path]:
+    """DVC's temporaries in the cache: each is an unfinished copy of an object, never an object."""
+    return sorted((cache / "files" / "md5").glob("??/.*.tmp"))
 
 
 def corrupted_objects(cache: Path) -> list[Path]:
@@ -43,17 +52,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     with Repo() as repo:
         cache = Path(repo.cache.local.path).parent.parent  # .../cache/files/md5 -> .../cache
     corrupted = corrupted_objects(cache)
+    partial = partial_copies(cache)
     checked = sum(1 for _ in cache_objects(cache))
-    for path in corrupted:
-        print(f"corrupted: {path}", file=sys.stderr)
-        if args.remove:
-            path.chmod(0o644)
-            path.unlink()
-    if not corrupted:
+    for kind, paths in (("corrupted", corrupted), ("partial copy", partial)):
+        for path in paths:
+            print(f"{kind}: {path}", file=sys.stderr)
+            if args.remove:
+                path.chmod(0o644)
+                path.unlink()
+    if not corrupted and not partial:
         print(f"check_cache: all {checked} objects in {cache} match their hashes")
         return 0
-    action = "removed; run 'dvc pull --force'" if args.remove else "run with --remove, then 'dvc pull --force'"
-    print(f"check_cache: {len(corrupted)} of {checked} objects corrupted ({action})", file=sys.stderr)
+    if args.remove:
+        action = "removed; run 'dvc pull --force'" if corrupted else "removed"
+    else:
+        action = "run with --remove" + (", then 'dvc pull --force'" if corrupted else "")
+    found = f"{len(corrupted)} of {checked} objects corrupted, {len(partial)} partial copies"
+    print(f"check_cache: {found} ({action})", file=sys.stderr)
     return 1
 
 

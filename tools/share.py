@@ -1,11 +1,13 @@
 """Share results through a DVC remote so that nobody retrains what a teammate already trained.
 
-Plain DVC falls short in two ways (DVC 3.67.1; both checked by tests/test_sharing.py):
+Plain DVC falls short in three ways (DVC 3.67.1; checked by tests/test_sharing.py and tests/test_disk_full.py):
 
 * `dvc push --run-cache` uploads the run records but not the outputs they point to (treeverse/dvc PR #10472), so
   `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads them too.
 * `dvc pull` says "Everything is up to date." and exits 0 when the remote lacks objects whose files are already in the
   workspace (and `dvc fetch` exits 0 whenever objects are missing). `pull` checks the local cache afterwards.
+* On a full disk, `dvc push` and `dvc pull` print an error per file and leave each partial copy behind as a hidden
+  `.tmp` file (in a directory remote, or in the local cache). Both print one line instead and delete those copies.
 
 Usage, from the repository root:  python -m tools.share {push,pull} [-r REMOTE]
 """
@@ -13,13 +15,18 @@ Usage, from the repository root:  python -m tools.share {push,pull} [-r REMOTE]
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dvc.cli import main as dvc_main
+from dvc.exceptions import FileTransferError
 from dvc.repo import Repo
+
+from stages.cli import NO_SPACE, space_needed
 
 if TYPE_CHECKING:
     from dvc.stage import Stage
@@ -28,6 +35,55 @@ if TYPE_CHECKING:
 
 class ShareError(Exception):
     """A failure reported as one line on stderr with exit status 1."""
+
+
+class FullDisk(logging.Filter):
+    """Takes DVC's per-file "failed to transfer" errors caused by a full disk out of its output, and keeps them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[OSError] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            self.failures.append(error)
+            return False
+        # DVC's closing "N files failed to upload" (it counts a directory whose files failed as one more).
+        return not (isinstance(error, FileTransferError) and self.failures)
+
+    def report(self, destination: str) -> str:
+        """Delete the partial copies DVC left (its errors name them) and describe the failure in one line."""
+        for error in self.failures:
+            partial = Path(error.filename2 or "")
+            if partial.name.startswith(".") and partial.name.endswith(".tmp"):  # a name DVC's tmp_fname made
+                partial.unlink(missing_ok=True)
+        size = sum(Path(error.filename).stat().st_size for error in self.failures if error.filename)
+        local = None if "://" in destination else Path(destination)
+        return (
+            f"no space left on device copying {len(self.failures)} files to {destination}: "
+            f"{space_needed(size, local)}; free space there and run this again"
+        )
+
+
+@contextmanager
+def filtered(transfer_filter: logging.Filter) -> Iterator[None]:
+    """`transfer_filter` on the loggers of DVC's per-file transfer errors and of its closing summary."""
+    loggers = [logging.getLogger(name) for name in ("dvc_data.hashfile.transfer", "dvc.commands.data_sync")]
+    for logger in loggers:
+        logger.addFilter(transfer_filter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(transfer_filter)
+
+
+def transfer_destination(repo: Repo, command: str, remote: str | None) -> str:
+    """Where `dvc push` (the remote's URL or directory) or `dvc pull` (the local cache) copies objects to."""
+    if command == "pull":
+        return repo.cache.local.path
+    return repo.config["remote"][remote or repo.config["core"]["remote"]]["url"]
 
 
 def run_cache_stages(repo: Repo) -> Iterator[Stage]:
@@ -77,26 +133,38 @@ def check_local_cache(repo: Repo, remote: str | None) -> None:
         )
 
 
+def share(command: str, remote: str | None) -> int:
+    """DVC's own push or pull with the run-cache, then what it leaves out; raises ShareError."""
+    status = dvc_main([command, "--run-cache", *(["-r", remote] if remote else [])])
+    if status:
+        return status
+    with Repo() as repo:
+        if command == "push":
+            push_run_cache_outputs(repo, remote)
+        else:
+            check_local_cache(repo, remote)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.share", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("push", "pull"))
     parser.add_argument("-r", "--remote", help="remote name (default: core.remote)")
     args = parser.parse_args(argv)
-    remote_args = ["-r", args.remote] if args.remote else []
 
-    status = dvc_main([args.command, "--run-cache", *remote_args])
-    if status:
-        return status
-    try:
+    full_disk = FullDisk()
+    message = None
+    with filtered(full_disk):
+        try:
+            status = share(args.command, args.remote)
+        except ShareError as error:
+            status, message = 1, str(error)
+    if full_disk.failures:  # the cause of any other failure
         with Repo() as repo:
-            if args.command == "push":
-                push_run_cache_outputs(repo, args.remote)
-            else:
-                check_local_cache(repo, args.remote)
-    except ShareError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        return 1
-    return 0
+            status, message = 1, full_disk.report(transfer_destination(repo, args.command, args.remote))
+    if message:
+        print(f"ERROR: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
