@@ -16,9 +16,12 @@ import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stages.atomic import atomic_file
-from stages.runtime import keras
+
+if TYPE_CHECKING:
+    from stages.runtime import keras
 
 RESUME_ROOT = Path(".resume/train")
 STATE_FILE = "state.json"
