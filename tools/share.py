@@ -1,6 +1,6 @@
 """Share results through a DVC remote so that nobody retrains what a teammate already trained.
 
-Plain DVC falls short in two ways (DVC 3.67.1; both checked by tests/test_sharing.py):
+Plain DVC falls short in these ways (DVC 3.67.1; each checked by tests/test_sharing.py):
 
 * `dvc push --run-cache` uploads the run records but not the outputs they point to (treeverse/dvc PR #10472), so
   `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads them too.
