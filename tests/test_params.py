@@ -65,6 +65,7 @@ INVALID = [
     (TrainParams, "train.seed", -1, "'train.seed' must be a non-negative integer, got -1"),
     (PrepareParams, "prepare.val_size", 60000, "'prepare.val_size' must be in [10, 60000), got 60000"),
     (PrepareParams, "prepare.val_size", 5, "'prepare.val_size' must be in [10, 60000), got 5"),
+    (PrepareParams, "prepare.seed", -1, "'prepare.seed' must be a non-negative integer, got -1"),
     (PrepareParams, "prepare.seed", None, "'prepare.seed' must be int, got None"),
     (FetchParams, "fetch.sources", [], "'fetch.sources' must be a non-empty list of directories or URLs, got []"),
     (FetchParams, "fetch.sources", [""], "'fetch.sources' must be a list of non-empty strings, got ['']"),
