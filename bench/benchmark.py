@@ -49,6 +49,8 @@ from pathlib import Path
 
 import yaml
 
+from stages.kernels import describe_host, describe_kernels
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_PROGRAM = REPO_ROOT / "bench" / "seed_program.py"
 VENV_BIN = Path(sys.executable).parent
@@ -501,14 +503,6 @@ def package_version(*names: str) -> str:
 
 def environment(args: argparse.Namespace) -> list[str]:
     """The header lines: when, on what, which code, which settings."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor() or "unknown",
-    )
     dirty = " + uncommitted changes" if git(REPO_ROOT, "--no-optional-locks", "status", "--porcelain") else ""
     software = {
         "TensorFlow": package_version("tensorflow", "tensorflow-cpu"),
@@ -520,7 +514,9 @@ def environment(args: argparse.Namespace) -> list[str]:
     return [
         f"## Benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"- Machine: {platform.machine()}, {cpu}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable)",
+        f"- Machine: {platform.machine()}, {describe_host()}, {os.cpu_count()} cores "
+        f"({len(os.sched_getaffinity(0))} usable)",
+        f"- Kernels: {describe_kernels()}; the seed program runs with TensorFlow's defaults",
         f"- Software: Python {platform.python_version()}, " + ", ".join(f"{k} {v}" for k, v in software.items()),
         f"- Code: {git(REPO_ROOT, 'rev-parse', '--short', 'HEAD').strip()}{dirty}",
         f"- Settings: `{' '.join(['python -m bench.benchmark', *sys.argv[1:]])}`: repeats {args.repeats}; "

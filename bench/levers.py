@@ -34,6 +34,7 @@ from bench.benchmark import (
     read_params,
     run,
 )
+from stages.kernels import describe_host, describe_kernels
 
 if TYPE_CHECKING:
     from stages.dataset import Split
@@ -53,6 +54,7 @@ class Lever:
     jit_compile: bool = False
     compiled_loop: bool = False
     op_determinism: bool = True
+    kernels: tuple[tuple[str, str | None], ...] = ()  # changes to stages.kernels.KERNEL_ENVIRONMENT
 
 
 LEVERS = {
@@ -70,6 +72,25 @@ LEVERS = {
     ),
     "loop-2-threads": Lever("compiled epoch loop over Keras's `train_step`, 2 threads", compiled_loop=True),
     "stage": Lever("compiled epoch loop, 1 thread (the train stage)", one_thread=True, compiled_loop=True),
+    # The stage with TensorFlow's own kernel choice instead of the pinned one (issue #10).
+    "stage-host-default-kernels": Lever(
+        "the train stage, kernels unpinned (TensorFlow's default for this CPU)",
+        one_thread=True,
+        compiled_loop=True,
+        kernels=(("TF_ENABLE_ONEDNN_OPTS", None), ("ONEDNN_MAX_CPU_ISA", None)),
+    ),
+    "stage-onednn-on": Lever(
+        "the train stage, oneDNN on, any instruction set",
+        one_thread=True,
+        compiled_loop=True,
+        kernels=(("TF_ENABLE_ONEDNN_OPTS", "1"), ("ONEDNN_MAX_CPU_ISA", None)),
+    ),
+    "stage-onednn-off-any-isa": Lever(
+        "the train stage, oneDNN off, any instruction set",
+        one_thread=True,
+        compiled_loop=True,
+        kernels=(("ONEDNN_MAX_CPU_ISA", None),),
+    ),
 }
 LEAN = "lean-step"
 FLOOR = "matmul-floor"
@@ -110,6 +131,9 @@ def seed_params(epochs: int) -> TrainParams:
 
 def train_variant(lever: Lever, epochs: int) -> None:
     """Child: train with one lever and print the epoch lines and the final weights' SHA-256."""
+    from stages.kernels import KERNEL_ENVIRONMENT
+
+    KERNEL_ENVIRONMENT.update(lever.kernels)  # read when stages.runtime imports TensorFlow, just below
     from stages.dataset import load_split
     from stages.runtime import configure_tensorflow, keras
     from stages.train import VALIDATION_BATCH_SIZE, build_model, train_model
@@ -216,6 +240,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run, >= 2 (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant; medians are reported (default 3)")
     parser.add_argument("--variant", choices=[*LEVERS, LEAN, FLOOR], help=argparse.SUPPRESS)  # a child process
+    parser.add_argument(
+        "--only", nargs="+", choices=[*LEVERS, LEAN, FLOOR], help=f"measure these variants only (with {REFERENCE})"
+    )
     args = parser.parse_args()
     if args.variant == FLOOR:
         return matmul_floor(args.epochs)
@@ -226,7 +253,9 @@ def main() -> None:
     if not (PREPARED / "train.npz").is_file():
         raise SystemExit(f"bench.levers: {PREPARED}/train.npz is missing: run 'dvc repro prepare' first")
 
-    runs: dict[str, list[Run]] = {name: [] for name in [*LEVERS, LEAN, FLOOR]}
+    print(f"- Machine: {describe_host()}\n- Kernels: {describe_kernels()}\n")
+    names = [REFERENCE, *(name for name in args.only if name != REFERENCE)] if args.only else [*LEVERS, LEAN, FLOOR]
+    runs: dict[str, list[Run]] = {name: [] for name in names}
     for index in range(args.repeats):
         for name in runs:
             log(f"{name}, {args.epochs} epochs, run {index + 1}/{args.repeats}")

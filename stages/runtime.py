@@ -1,4 +1,8 @@
-"""TensorFlow set-up shared by train and evaluate: quiet logs, seeds, op determinism, one thread.
+"""TensorFlow set-up shared by train and evaluate: pinned kernels, quiet logs, seeds, op determinism, one thread.
+
+Every TensorFlow import of the project goes through this module, which pins the environment that
+chooses TensorFlow's CPU kernels first (`stages.kernels`), so the same commit and params give the
+same bytes whatever the host's CPU generation and whatever TensorFlow variables the user has set.
 
 One intra-op and one inter-op thread was the fastest setting measured for this small network
 on 2 cores (the per-step work is too small to split), and it lets two sweep workers share the
@@ -13,7 +17,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from stages.kernels import pin_kernel_environment
+
 TENSORFLOW_THREADS = 1
+FLOATX = "float32"
+EPSILON = 1e-7  # Keras's default fuzz factor, which its cross-entropy clips probabilities with
 
 
 @contextmanager
@@ -30,10 +38,14 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+pin_kernel_environment()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 with _native_stderr_silenced():
     import keras
     import tensorflow as tf
+# A user's ~/.keras/keras.json may set other values; both enter the arithmetic.
+keras.config.set_floatx(FLOATX)
+keras.config.set_epsilon(EPSILON)
 
 
 def configure_tensorflow(seed: int, pin_threads: bool = True, op_determinism: bool = True) -> None:

@@ -1,8 +1,9 @@
-"""Experiments: `dvc exp run -S`, a queued sweep on 2 workers, the sweep report, and plots a browser draws."""
+"""Experiments: `dvc exp run -S`, a queued sweep on 2 workers, the sweep report, and plots a browser draws offline."""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
@@ -20,7 +21,7 @@ pytestmark = [
     requires_debian_data,
     pytest.mark.skipif(not (CHROMIUM and shutil.which("npm")), reason="needs Debian's chromium and npm"),
 ]
-TEMPLATE = ".dvc/tmp/offline-plots.html"
+EPOCHS = 2
 
 
 def wait_for_queue(project: Path, timeout: float = 600) -> str:
@@ -34,38 +35,96 @@ def wait_for_queue(project: Path, timeout: float = 600) -> str:
 
 
 def rendered_dom(page: Path) -> str:
-    """The page's DOM after its scripts ran, from a real headless Chromium."""
+    """The page's DOM after its scripts ran, from a real headless Chromium that cannot resolve any host name."""
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+             "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+             "--dump-dom", page.as_uri()],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
 
-def chart_marks(dom: str) -> dict[str, dict[str, int]]:
-    """For each plot's <div id=…>: how many Vega marks of each kind were drawn into its SVG."""
-    charts = {}
-    for match in re.finditer(r'<div id="([^"]+)"', dom):
-        following = dom[match.end() :]
-        section = following[: following.find('<div id="')] if '<div id="' in following else following
-        kinds = re.findall(r'aria-roledescription="(line|rect|symbol|circle) mark"', section)
-        charts[match.group(1)] = {kind: kinds.count(kind) for kind in set(kinds)}
-    return charts
+def charts(dom: str) -> dict[str, str]:
+    """Each plot's part of the rendered page (from its <div id=…> to the next one), by id."""
+    parts = re.split(r'<div id="([^"]+)"', dom)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def marks(chart: str) -> dict[str, int]:
+    """How many Vega marks of each kind were drawn into a chart's SVG."""
+    kinds = re.findall(r'aria-roledescription="(line|rect|symbol|circle) mark"', chart)
+    return {kind: kinds.count(kind) for kind in set(kinds)}
+
+
+def axis_titles(chart: str) -> tuple[str, str]:
+    return tuple(re.search(rf"aria-label=\"{axis}-axis titled '([^']*)'", chart).group(1) for axis in "XY")
+
+
+def x_tick_labels(chart: str) -> list[tuple[float, str]]:
+    """(position, text) of each label Vega shows under the x axis, left to right."""
+    labels = re.search(r'aria-label="X-axis.*?role-axis-label"[^>]*>(.*?)</g>', chart, re.DOTALL).group(1)
+    texts = re.findall(r'<text [^>]*translate\(([-\d.]+),[^>]*opacity="1"[^>]*>([^<]*)</text>', labels)
+    return sorted((float(position), text) for position, text in texts)
+
+
+def line_colours(chart: str) -> set[str]:
+    return set(re.findall(r'aria-roledescription="line mark"[^>]*stroke="([^"]+)"', chart))
+
+
+def legend(chart: str, title: str) -> str:
+    """What a legend lists, as Vega describes it to screen readers ("2 values: train, validation")."""
+    return re.search(rf"aria-label=\"Symbol legend titled '{title}'[^\"]* with ([^\"]*)\"", chart).group(1)
+
+
+def sweep_chart(page: dict[str, str]) -> str:
+    return next(chart for name, chart in page.items() if name.startswith("Dropout_sweep"))
+
+
+def assert_readable_sweep(chart: str) -> None:
+    """Validation and test accuracy apart, against the rate, with tick labels that do not run into each other."""
+    assert axis_titles(chart) == ("dropout rate", "accuracy")
+    assert legend(chart, "scored on") == "2 values: test_accuracy, validation_accuracy"
+    assert len(line_colours(chart)) == 2
+    ticks = x_tick_labels(chart)
+    assert len(ticks) >= 3, ticks
+    for (left, left_text), (right, right_text) in itertools.pairwise(ticks):
+        assert right - left > 3 * (len(left_text) + len(right_text)), ticks  # 10px digits: under 6px wide
+
+
+def test_plots_page_uses_the_cdn_until_the_offline_page_is_built(project: Path) -> None:
+    """No built page: DVC's own (CDN) page, which draws nothing offline; once built, the default page draws offline."""
+    dvc(project, "plots", "show", "-o", "before")  # the committed sweep is the only plot data here
+    before = (project / "before/index.html").read_text()
+    assert "https://cdn.jsdelivr.net/npm/vega@" in before
+    assert marks(sweep_chart(charts(rendered_dom(project / "before/index.html")))) == {}
+
+    run([sys.executable, "-m", "tools.offline_plots"], cwd=project)
+    dvc(project, "plots", "show", "-o", "after")
+    assert "<script src=" not in (project / "after/index.html").read_text()
+    assert_readable_sweep(sweep_chart(charts(rendered_dom(project / "after/index.html"))))
+    assert git(project, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+def test_offline_plots_outside_a_dvc_repository_fails_in_one_line(tmp_path: Path) -> None:
+    result = run([sys.executable, "-m", "tools.offline_plots"], cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "no .dvc directory" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture
-def one_epoch(project: Path) -> Path:
-    set_param(project, "train.epochs", "1")
-    git(project, "commit", "-qam", "one epoch")
+def few_epochs(project: Path) -> Path:
+    set_param(project, "train.epochs", str(EPOCHS))
+    git(project, "commit", "-qam", f"{EPOCHS} epochs")
     return project
 
 
-def test_experiments_sweep_report_and_rendered_plots(one_epoch: Path) -> None:
-    project = one_epoch
+def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
+    project = few_epochs
     dvc(project, "exp", "run", "-S", "train.dropout=0.3")
     table = dvc(project, "exp", "show", "--csv", "--keep", "^(Experiment|train.dropout|.*accuracy)$", "--drop", ".*")
     header, *rows = list(csv.reader(table.stdout.splitlines()))
@@ -87,15 +146,19 @@ def test_experiments_sweep_report_and_rendered_plots(one_epoch: Path) -> None:
     assert "<- chosen" in report
 
     run([sys.executable, "-m", "tools.offline_plots"], cwd=project)
-    dvc(project, "plots", "show", "--html-template", TEMPLATE, "-o", "shown")
-    charts = chart_marks(rendered_dom(project / "shown/index.html"))
-    assert charts["Loss"].get("line", 0) >= 2 and charts["Accuracy"].get("line", 0) >= 2
-    assert charts["Confusion_matrix__test_"].get("rect", 0) >= 10 * 10
-    sweep_chart = next(marks for name, marks in charts.items() if name.startswith("Dropout_sweep"))
-    assert sweep_chart.get("line", 0) >= 2  # validation and test accuracy against the rate
+    dvc(project, "plots", "show", "-o", "shown")  # the offline page is now the default
+    shown = charts(rendered_dom(project / "shown/index.html"))
+    for name, metric in (("Loss", "loss"), ("Accuracy", "accuracy")):
+        curves = shown[name]
+        assert axis_titles(curves) == ("epoch", metric)
+        assert [text for _, text in x_tick_labels(curves)] == [str(epoch) for epoch in range(1, EPOCHS + 1)]
+        assert legend(curves, "split") == "2 values: train, validation"
+        assert marks(curves).get("line", 0) == 2 and len(line_colours(curves)) == 2
+    assert marks(shown["Confusion_matrix__test_"]).get("rect", 0) >= 10 * 10
+    assert_readable_sweep(sweep_chart(shown))
 
     names = [row["experiment"] for row in sweep]
-    dvc(project, "plots", "diff", *names, "--html-template", TEMPLATE, "-o", "diffed")
-    dom = rendered_dom(project / "diffed/index.html")
-    assert chart_marks(dom)["Loss"].get("line", 0) >= 2 * len(names)
-    assert all(name in dom for name in names)  # one legend entry per experiment
+    dvc(project, "plots", "diff", *names, "-o", "diffed")
+    diffed = charts(rendered_dom(project / "diffed/index.html"))
+    assert marks(diffed["Loss"]).get("line", 0) == 2 * len(names)
+    assert legend(diffed["Loss"], "revision") == f"{len(names)} values: {', '.join(sorted(names))}"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, dvc, git, requires_debian_data, run, set_param
+
+from tools.numerics import BASELINE, CURVES, first_difference, read_curves
 
 STAGES = ("fetch", "prepare", "train", "evaluate")
 UNDO_A_TRIED_RATE = "git checkout HEAD -- params.yaml dvc.lock reports && dvc checkout"
@@ -91,11 +94,38 @@ def test_rerunning_every_stage_from_scratch_gives_identical_bytes(project: Path)
     assert git(project, "status", "--porcelain") == ""
 
 
+# Where a host's arithmetic differs from the recording host's (tools/numerics.py), the full run is
+# compared with the committed test metrics within these absolute tolerances instead of bit for bit.
+TOLERANCE = {"accuracy": 0.01, "loss": 0.02}
+METRICS = ("reports/training/metrics.json", "reports/evaluation/metrics.json")
+
+
 @pytest.mark.slow
 @requires_debian_data
 def test_a_full_run_at_the_defaults_reproduces_the_committed_baseline(project: Path) -> None:
-    """The committed dvc.lock and metrics are what `dvc repro` gives, to the byte, at 60 epochs."""
+    """The committed dvc.lock and metrics, to the byte, on every host whose arithmetic fingerprint is the
+    recorded one (tests/baseline.json); elsewhere the test metrics within TOLERANCE, with a warning that says so.
+    """
     dvc(project, "repro")
-    assert (project / "dvc.lock").read_text() == (REPO_ROOT / "dvc.lock").read_text()
-    for metrics in ("reports/training/metrics.json", "reports/evaluation/metrics.json"):
-        assert (project / metrics).read_bytes() == (REPO_ROOT / metrics).read_bytes()
+    baseline = json.loads((REPO_ROOT / BASELINE).read_text())
+    here = json.loads(run([sys.executable, "-m", "tools.numerics"], cwd=project).stdout)
+    difference = first_difference(read_curves(project / CURVES), baseline["epochs"])
+    hosts = f"this host: {here['host']}; recorded on: {baseline['host']}"
+    if here["fingerprint"] == baseline["fingerprint"]:
+        assert difference is None, f"same arithmetic fingerprint as the recording host, yet {difference} ({hosts})"
+        assert (project / "dvc.lock").read_text() == (REPO_ROOT / "dvc.lock").read_text(), hosts
+        for metrics in METRICS:
+            assert (project / metrics).read_bytes() == (REPO_ROOT / metrics).read_bytes(), f"{metrics} ({hosts})"
+        return
+    produced, committed = (
+        json.loads((root / "reports/evaluation/metrics.json").read_text())["test"] for root in (project, REPO_ROOT)
+    )
+    for key, tolerance in TOLERANCE.items():
+        assert abs(produced[key] - committed[key]) <= tolerance, (
+            f"test {key} {produced[key]} vs {committed[key]} ({hosts})"
+        )
+    warnings.warn(
+        f"compared within {TOLERANCE}, not byte for byte: this host's arithmetic fingerprint differs from the "
+        f"recording host's ({hosts}); first difference: {difference}",
+        stacklevel=1,
+    )

@@ -1,24 +1,35 @@
-"""Write an HTML template for `dvc plots show/diff` that works offline and draws charts as SVG.
+"""Make `dvc plots show/diff` draw offline: a page template with the Vega libraries inlined, made this clone's default.
 
 DVC's default page loads Vega from a CDN, so on a machine without internet its charts stay blank.
 This template inlines the Vega libraries pinned in `tools/plots/package.json` (installed with
 `npm ci --prefix tools/plots`) and asks Vega for SVG, so a rendered page can also be inspected.
+It then sets `plots.html_template` in `.dvc/config.local` (this clone only, never committed): a
+committed setting would break `dvc plots` in every clone that has not built the page, because DVC
+3.67.1 takes a template path that does not exist as the template's text and fails on it. Without
+the page (no npm), DVC keeps its own page, which needs internet.
 
-    python -m tools.offline_plots            # writes .dvc/tmp/offline-plots.html
-    dvc plots show --html-template .dvc/tmp/offline-plots.html
+    make plots          # or, from the repository root: python -m tools.offline_plots
+    dvc plots show      # now writes dvc_plots/index.html with the libraries inlined
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dvc.cli import main as dvc_main
+
+from stages.atomic import atomic_file
+
 PACKAGE_DIR = Path(__file__).parent / "plots"
 LIBRARIES = ("vega/build/vega.min.js", "vega-lite/build/vega-lite.min.js", "vega-embed/build/vega-embed.min.js")
-DEFAULT_OUTPUT = Path(".dvc/tmp/offline-plots.html")
+DVC_DIR = Path(".dvc")
+# Ignored, beside node_modules; not in .dvc/tmp, which people delete to clear DVC locks (leaving the setting dangling).
+DEFAULT_OUTPUT = Path("tools/plots/offline-plots.html")
 # DVC's page calls vegaEmbed(element, spec) itself; default every call to the SVG renderer.
 SVG_BY_DEFAULT = """
 const embedWithCanvas = vegaEmbed;
@@ -39,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.offline_plots", description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
     args = parser.parse_args(argv)
+    if not DVC_DIR.is_dir():
+        print(
+            f"offline_plots: error: no {DVC_DIR} directory in {Path.cwd()} (run from the repository root)",
+            file=sys.stderr,
+        )
+        return 1
     modules = PACKAGE_DIR / "node_modules"
     if not all((modules / library).is_file() for library in LIBRARIES):
         install = ["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(PACKAGE_DIR)]
@@ -46,9 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"offline_plots: error: '{' '.join(install)}' failed", file=sys.stderr)
             return 1
     sources = [(modules / library).read_text(encoding="utf-8") for library in LIBRARIES]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(template(sources), encoding="utf-8")
-    print(args.output)
+    with atomic_file(args.output) as temporary:
+        temporary.write_text(template(sources), encoding="utf-8")
+    # DVC reads a relative html_template from the .dvc directory; relative, the setting survives moving the clone.
+    setting = os.path.relpath(args.output.resolve(), DVC_DIR.resolve())
+    if dvc_main(["config", "--local", "plots.html_template", setting]) != 0:
+        return 1
+    print(f"offline_plots: wrote {args.output}, now the page of `dvc plots show/diff` (.dvc/config.local)")
     return 0
 
 
