@@ -45,8 +45,8 @@ class FetchParams:
     sources: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        require(len(self.sources) > 0, "fetch.sources", "a non-empty list of directories or URLs")
-        require(all(self.sources), "fetch.sources", "a list of non-empty strings")
+        require(len(self.sources) > 0, "fetch.sources", self.sources, "a non-empty list of directories or URLs")
+        require(all(self.sources), "fetch.sources", self.sources, "a list of non-empty strings")
 
 
 def is_url(source: str) -> bool:

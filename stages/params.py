@@ -31,10 +31,11 @@ class StageParams(Protocol):
 ParamsT = TypeVar("ParamsT", bound=StageParams)
 
 
-def require(condition: bool, key: str, expectation: str) -> None:
-    """Range checks in `__post_init__` call this so the error names the offending key."""
+def require(condition: bool, key: str, value: Any, expectation: str) -> None:
+    """Range checks in `__post_init__` call this so the error names the offending key and value."""
     if not condition:
-        raise ValueError(f"'{key}' must be {expectation}")
+        shown = list(value) if isinstance(value, tuple) else value  # as written in params.yaml
+        raise ValueError(f"'{key}' must be {expectation}, got {shown!r}")
 
 
 def _convert(key: str, value: Any, annotation: Any) -> Any:

@@ -36,8 +36,13 @@ class PrepareParams:
     seed: int
 
     def __post_init__(self) -> None:
-        require(NUM_CLASSES <= self.val_size < TRAIN_IMAGES, "prepare.val_size", f"in [{NUM_CLASSES}, {TRAIN_IMAGES})")
-        require(self.seed >= 0, "prepare.seed", "a non-negative integer")
+        require(
+            NUM_CLASSES <= self.val_size < TRAIN_IMAGES,
+            "prepare.val_size",
+            self.val_size,
+            f"in [{NUM_CLASSES}, {TRAIN_IMAGES})",
+        )
+        require(self.seed >= 0, "prepare.seed", self.seed, "a non-negative integer")
 
 
 class IdxError(StageError):

@@ -21,12 +21,15 @@ import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stages.atomic import atomic_file
 from stages.cli import writing
-from stages.runtime import keras
+
+if TYPE_CHECKING:
+    from stages.runtime import keras
 
 RESUME_ROOT = Path(".resume/train")
 STATE_FILE = "state.json"

@@ -19,10 +19,9 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from dvclive import Live
 
 import stages.resume
 from stages.atomic import TEMP_PREFIX, atomic_file, publish
@@ -30,7 +29,11 @@ from stages.cli import run_stage, writing
 from stages.dataset import CLASS_NAMES, PIXEL_LEVELS, ZIP_EPOCH, Split, aligned, load_split
 from stages.params import load_params, require
 from stages.resume import STATE_FILE, Metrics, discard_state, load_state, resume_directory, save_state, saved_size
-from stages.runtime import configure_tensorflow, keras, tf
+
+if TYPE_CHECKING:
+    from dvclive import Live
+
+    from stages.runtime import keras, tf
 
 VALIDATION_BATCH_SIZE = 1000
 FIXED_SAVE_DATE = "1980-01-01@00:00:00"
@@ -48,13 +51,15 @@ class TrainParams:
     seed: int
 
     def __post_init__(self) -> None:
-        require(len(self.hidden_units) > 0, "train.hidden_units", "a non-empty list of layer sizes")
-        require(all(units > 0 for units in self.hidden_units), "train.hidden_units", "positive integers")
-        require(0.0 <= self.dropout < 1.0, "train.dropout", "in [0, 1)")
-        require(self.learning_rate > 0.0, "train.learning_rate", "positive")
-        require(self.batch_size >= 1, "train.batch_size", "at least 1")
-        require(self.epochs >= 1, "train.epochs", "at least 1")
-        require(self.seed >= 0, "train.seed", "a non-negative integer")
+        require(len(self.hidden_units) > 0, "train.hidden_units", self.hidden_units, "a non-empty list of layer sizes")
+        require(
+            all(units > 0 for units in self.hidden_units), "train.hidden_units", self.hidden_units, "positive integers"
+        )
+        require(0.0 <= self.dropout < 1.0, "train.dropout", self.dropout, "in [0, 1)")
+        require(self.learning_rate > 0.0, "train.learning_rate", self.learning_rate, "positive")
+        require(self.batch_size >= 1, "train.batch_size", self.batch_size, "at least 1")
+        require(self.epochs >= 1, "train.epochs", self.epochs, "at least 1")
+        require(self.seed >= 0, "train.seed", self.seed, "a non-negative integer")
 
 
 def build_model(params: TrainParams, image_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
@@ -63,6 +68,8 @@ def build_model(params: TrainParams, image_shape: tuple[int, ...] = (28, 28)) ->
     Every initializer and dropout layer gets its own seed drawn from `train.seed`, so that a model
     built twice in one process (as when a resume state turns out unusable) starts identical.
     """
+    from stages.runtime import keras  # here, not at the top: bad params fail before TensorFlow loads
+
     dense_units = [*params.hidden_units, len(CLASS_NAMES)]
     seeds = iter(np.random.SeedSequence(params.seed).generate_state(2 * len(dense_units)).tolist())
     layers = [keras.Input(image_shape), keras.layers.Flatten()]
@@ -94,6 +101,8 @@ def tensor_view(array: np.ndarray) -> tf.Tensor:
 
     `tf.convert_to_tensor` copies, and held two copies of the training images at once: 330 MiB.
     """
+    from stages.runtime import tf
+
     return tf.experimental.dlpack.from_dlpack(aligned(array).__dlpack__())
 
 
@@ -109,6 +118,8 @@ def _compile_steps(step: Callable[[tuple], object], split: Split, batch_size: in
     run time: TensorFlow's graph optimiser rewrites a division by a constant as a multiplication by
     its reciprocal, which is one bit off for 126 of the 256 pixel values.
     """
+    from stages.runtime import tf
+
     images, labels = tensor_view(split.images), tensor_view(split.labels)
     pixel_levels = tf.constant(float(PIXEL_LEVELS))  # captured: an input of the graph, not a constant in it
 
@@ -128,6 +139,8 @@ def _metrics_after(
     model: keras.Model, run: Callable[[tf.Tensor], None], order: np.ndarray, prefix: str = ""
 ) -> Metrics:
     """The model's metrics over one `run` in `order`, named as `fit` names them."""
+    from stages.runtime import tf
+
     model.reset_metrics()
     run(tf.constant(order))
     return {prefix + name: float(value) for name, value in model.get_metrics_result().items()}
@@ -228,6 +241,11 @@ def _main(argv: Sequence[str] | None) -> None:
     train, validation = (load_split(args.prepared, name, as_pixels=True) for name in ("train", "validation"))
     code = [Path(__file__), Path(stages.resume.__file__)]
     state_directory = resume_directory([asdict(params), *(path.read_text() for path in code)], inputs)
+    # Only now, with params and inputs checked: importing TensorFlow takes seconds.
+    from dvclive import Live
+
+    from stages.runtime import configure_tensorflow
+
     configure_tensorflow(params.seed)
     model, history = _resume_or_start(state_directory, params, train.images.shape[1:])
     width = len(str(params.epochs))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, run_stage
+from conftest import REPO_ROOT, run, run_stage
 
 from stages.fetch import FetchParams
 from stages.params import ParamsError, load_params, parse_params
@@ -48,29 +50,30 @@ def test_an_integer_is_accepted_where_a_float_is_expected() -> None:
 
 INVALID = [
     (TrainParams, "train.dropout", KeyError, "missing key 'train.dropout'"),
-    (TrainParams, "train.dropout", "0.2", "'train.dropout' must be float"),
-    (TrainParams, "train.dropout", 1.0, "'train.dropout' must be in [0, 1)"),
-    (TrainParams, "train.dropout", -0.1, "'train.dropout' must be in [0, 1)"),
-    (TrainParams, "train.epochs", 0, "'train.epochs' must be at least 1"),
-    (TrainParams, "train.epochs", 2.5, "'train.epochs' must be int"),
-    (TrainParams, "train.epochs", True, "'train.epochs' must be int"),
-    (TrainParams, "train.batch_size", 0, "'train.batch_size' must be at least 1"),
-    (TrainParams, "train.learning_rate", 0, "'train.learning_rate' must be positive"),
-    (TrainParams, "train.hidden_units", [], "'train.hidden_units' must be a non-empty list"),
-    (TrainParams, "train.hidden_units", [200, 0], "'train.hidden_units' must be positive integers"),
-    (TrainParams, "train.hidden_units", [200, "x"], "'train.hidden_units[1]' must be int"),
-    (TrainParams, "train.hidden_units", 200, "'train.hidden_units' must be a list"),
-    (TrainParams, "train.seed", -1, "'train.seed' must be a non-negative integer"),
-    (PrepareParams, "prepare.val_size", 60000, "'prepare.val_size' must be in [10, 60000)"),
-    (PrepareParams, "prepare.val_size", 5, "'prepare.val_size' must be in [10, 60000)"),
-    (PrepareParams, "prepare.seed", None, "'prepare.seed' must be int"),
-    (FetchParams, "fetch.sources", [], "'fetch.sources' must be a non-empty list"),
-    (FetchParams, "fetch.sources", [""], "'fetch.sources' must be a list of non-empty strings"),
+    (TrainParams, "train.dropout", "0.2", "'train.dropout' must be float, got '0.2'"),
+    (TrainParams, "train.dropout", 1.0, "'train.dropout' must be in [0, 1), got 1.0"),
+    (TrainParams, "train.dropout", -0.1, "'train.dropout' must be in [0, 1), got -0.1"),
+    (TrainParams, "train.epochs", 0, "'train.epochs' must be at least 1, got 0"),
+    (TrainParams, "train.epochs", 2.5, "'train.epochs' must be int, got 2.5"),
+    (TrainParams, "train.epochs", True, "'train.epochs' must be int, got True"),
+    (TrainParams, "train.batch_size", 0, "'train.batch_size' must be at least 1, got 0"),
+    (TrainParams, "train.learning_rate", 0, "'train.learning_rate' must be positive, got 0.0"),
+    (TrainParams, "train.hidden_units", [], "'train.hidden_units' must be a non-empty list of layer sizes, got []"),
+    (TrainParams, "train.hidden_units", [200, 0], "'train.hidden_units' must be positive integers, got [200, 0]"),
+    (TrainParams, "train.hidden_units", [200, "x"], "'train.hidden_units[1]' must be int, got 'x'"),
+    (TrainParams, "train.hidden_units", 200, "'train.hidden_units' must be a list, got 200"),
+    (TrainParams, "train.seed", -1, "'train.seed' must be a non-negative integer, got -1"),
+    (PrepareParams, "prepare.val_size", 60000, "'prepare.val_size' must be in [10, 60000), got 60000"),
+    (PrepareParams, "prepare.val_size", 5, "'prepare.val_size' must be in [10, 60000), got 5"),
+    (PrepareParams, "prepare.seed", -1, "'prepare.seed' must be a non-negative integer, got -1"),
+    (PrepareParams, "prepare.seed", None, "'prepare.seed' must be int, got None"),
+    (FetchParams, "fetch.sources", [], "'fetch.sources' must be a non-empty list of directories or URLs, got []"),
+    (FetchParams, "fetch.sources", [""], "'fetch.sources' must be a list of non-empty strings, got ['']"),
 ]
 
 
 @pytest.mark.parametrize(("cls", "key", "value", "message"), INVALID, ids=[f"{k}={v!r}" for _, k, v, _ in INVALID])
-def test_invalid_value_is_rejected_naming_the_key(cls: type, key: str, value: object, message: str) -> None:
+def test_invalid_value_is_rejected_naming_the_key_and_value(cls: type, key: str, value: object, message: str) -> None:
     with pytest.raises(ParamsError) as error:
         parse_params(cls, with_value(key, value))
     assert message in str(error.value)
@@ -114,3 +117,41 @@ def test_stage_with_a_bad_param_exits_non_zero_and_leaves_outputs_alone(tmp_path
     assert f"'{key}'" in result.stderr
     assert previous.read_bytes() == b"previous good output"
     assert sorted(p.name for p in previous.parent.iterdir()) == [previous.name]
+
+
+def run_listing_imports(module: str, *args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run `python -m <module> <args>` and list every module it had imported when it exited.
+
+    `sys.modules` at exit, not `python -X importtime`: stages.runtime silences stderr while TensorFlow loads.
+    """
+    listing = cwd / "imported-modules.txt"
+    code = (
+        "import atexit, runpy, sys;"
+        f"atexit.register(lambda: open({str(listing)!r}, 'w').write(chr(10).join(sys.modules)));"
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
+    result = run([sys.executable, "-c", code, *args], cwd, check=False)
+    return result, set(listing.read_text().splitlines())
+
+
+REJECTED_BEFORE_TENSORFLOW = {  # stage, train.dropout, the error
+    "train-bad-param": ("train", 1.5, "'train.dropout' must be in [0, 1), got 1.5"),
+    "train-no-inputs": ("train", 0.2, "data/prepared/train.npz: unreadable"),
+    "evaluate-no-inputs": ("evaluate", 0.2, "data/prepared/test.npz: unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", REJECTED_BEFORE_TENSORFLOW)
+def test_bad_params_and_missing_inputs_are_rejected_before_tensorflow_is_imported(tmp_path: Path, case: str) -> None:
+    """Importing TensorFlow takes seconds; a typo in params.yaml should not wait for it."""
+    stage, dropout, message = REJECTED_BEFORE_TENSORFLOW[case]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_value("train.dropout", dropout)))
+    args = {"train": ["models/model.keras", "reports/training"], "evaluate": ["models/model.keras", "reports"]}[stage]
+
+    result, modules = run_listing_imports(f"stages.{stage}", "data/prepared", *args, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert {"stages.cli", "numpy"} <= modules  # the listing is complete
+    assert not {"stages.runtime", "tensorflow", "keras", "dvclive"} & modules

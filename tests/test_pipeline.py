@@ -13,6 +13,7 @@ from conftest import REPO_ROOT, dvc, git, requires_debian_data, run, set_param
 from tools.numerics import BASELINE, CURVES, first_difference, read_curves
 
 STAGES = ("fetch", "prepare", "train", "evaluate")
+UNDO_A_TRIED_RATE = "git checkout HEAD -- params.yaml dvc.lock reports && dvc checkout"
 
 
 def ran(output: str) -> list[str]:
@@ -39,11 +40,21 @@ def test_repro_reruns_only_what_a_param_change_touches_and_restores_from_run_cac
     assert "test.accuracy" in diff["reports/evaluation/metrics.json"]
     assert "train.dropout" in json.loads(dvc(project, "params", "diff", "--json").stdout)["params.yaml"]
 
+    # Undo the tried rate with the README's one command, even with dvc.lock staged (`git add`, or DVC's autostage).
+    git(project, "add", "dvc.lock")
+    run(["sh", "-c", UNDO_A_TRIED_RATE], cwd=project)
+    assert git(project, "status", "--porcelain") == ""
+    assert "Data and pipelines are up to date." in dvc(project, "status").stdout
+    set_param(project, "train.dropout", "0.3")
+    assert ran(dvc(project, "repro").stdout) == []  # and back to the tried rate: from the run-cache
+
     set_param(project, "train.dropout", "0.2")
     restored = dvc(project, "repro").stdout
     assert ran(restored) == [] and "epoch " not in restored
     assert "Stage 'train' is cached - skipping run" in restored
     assert git(project, "status", "--porcelain") == ""  # byte-identical to the committed results
+    dvc(project, "plots", "show")
+    assert (project / "dvc_plots/index.html").is_file() and git(project, "status", "--porcelain") == ""
 
     nothing = dvc(project, "repro").stdout
     assert ran(nothing) == [] and "Data and pipelines are up to date." in nothing

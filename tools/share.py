@@ -1,13 +1,18 @@
 """Share results through a DVC remote so that nobody retrains what a teammate already trained.
 
-Plain DVC falls short in three ways (DVC 3.67.1; checked by tests/test_sharing.py and tests/test_disk_full.py):
+Plain DVC falls short in these ways (DVC 3.67.1; each checked by tests/test_sharing.py or tests/test_disk_full.py):
 
 * `dvc push --run-cache` uploads the run records but not the outputs they point to (treeverse/dvc PR #10472), so
   `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads them too.
+* `dvc pull --run-cache` fetches the run records but not the objects they list beyond the workspace's cached outputs
+  (not even the `cache: false` metrics of the current run), so after a failed run has deleted the outputs, `dvc repro`
+  trains again instead of restoring them. `pull` fetches every run record's objects.
 * `dvc pull` says "Everything is up to date." and exits 0 when the remote lacks objects whose files are already in the
   workspace (and `dvc fetch` exits 0 whenever objects are missing). `pull` checks the local cache afterwards.
 * On a full disk, `dvc push` and `dvc pull` print an error per file and leave each partial copy behind as a hidden
   `.tmp` file (in a directory remote, or in the local cache). Both print one line instead and delete those copies.
+* On a fresh clone anywhere but beside the author's, the default remote (a directory) does not exist, and DVC says so in
+  a dozen lines about missing cache files. `pull` says so in one, with what to do instead.
 
 Usage, from the repository root:  python -m tools.share {push,pull} [-r REMOTE]
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,34 +104,75 @@ def run_cache_stages(repo: Repo) -> Iterator[Stage]:
                 yield cache._create_stage(entry)
 
 
+def run_record_objects(stages: Iterable[Stage]) -> set[HashInfo]:
+    """Every object the run records of `stages` list: their cached outputs and their `cache: false` metrics.
+
+    DVC restores a run only if all of them are in the local cache; it copies the metrics files in too.
+    """
+    objects: set[HashInfo] = set()
+    for stage in stages:
+        for ids in stage.get_used_objs().values():
+            objects |= ids
+    return objects
+
+
 def push_run_cache_outputs(repo: Repo, remote: str | None) -> None:
     """Upload the outputs of every run record whose outputs are all in the local cache.
 
     Records whose outputs are not here (pulled records of runs never checked out here, or `dvc gc`) are skipped:
     for those, a teammate's `dvc repro --pull` runs the stage, as it would without the record.
     """
-    objects: set[HashInfo] = set()
-    skipped = 0
     with repo.lock:
-        for stage in run_cache_stages(repo):
-            if not stage.outs_cached():
-                skipped += 1
-                continue
-            for ids in stage.get_used_objs().values():
-                objects |= ids
-        result = repo.cloud.push(objects, remote=remote)
+        stages = list(run_cache_stages(repo))
+        complete = [stage for stage in stages if stage.outs_cached()]
+        result = repo.cloud.push(run_record_objects(complete), remote=remote)
     if result.failed:
         raise ShareError(f"{len(result.failed)} outputs of run-cache entries failed to upload")
+    skipped = len(stages) - len(complete)
     note = f"; skipped {skipped} run records whose outputs are not in the local cache" if skipped else ""
     print(f"{len(result.transferred)} run-cache output files pushed{note}")
+
+
+def pull_run_cache_outputs(repo: Repo, remote: str | None) -> None:
+    """Download the outputs of every run record, so that `dvc repro` restores any of those runs without training.
+
+    `dvc pull --run-cache` fetches the records but only the workspace's cached outputs: the `cache: false`
+    metrics of even the current run stay behind, and once a failed run has deleted them, `dvc repro` retrains.
+    """
+    with repo.lock:
+        stages = list(run_cache_stages(repo))
+        result = repo.cloud.pull(run_record_objects(stages), remote=remote)
+        incomplete = sum(not stage.outs_cached() for stage in stages)
+    note = f"; {incomplete} run records lack outputs on the remote (those runs would train again)" if incomplete else ""
+    print(f"{len(result.transferred)} run-cache output files fetched{note}")
+
+
+def remote_name_and_url(repo: Repo, remote: str | None) -> tuple[str, str | None]:
+    """The remote `-r` names, or the default one, with its URL (a local path made absolute by DVC); None if unknown."""
+    name = remote or repo.config["core"].get("remote")
+    return name, repo.config["remote"].get(name, {}).get("url")
+
+
+def require_existing_directory_remote(repo: Repo, remote: str | None) -> None:
+    """Fail in one line, before DVC's many, if the remote is a local directory that does not exist.
+
+    That is what a fresh clone finds anywhere but beside the author's clone: the committed default remote
+    is the directory `../fashion-mnist-dvc-storage` relative to the clone.
+    """
+    name, url = remote_name_and_url(repo, remote)
+    if url is not None and repo.cloud.get_remote(name).fs.protocol == "local" and not Path(url).is_dir():
+        raise ShareError(
+            f"remote '{name}' is the directory {url}, which does not exist. The committed default remote is a "
+            "directory beside the author's clone: rebuild the committed results with `make pipeline`, or point "
+            f"the remote at your team's storage with `dvc remote modify --local {name} url <url>`"
+        )
 
 
 def check_local_cache(repo: Repo, remote: str | None) -> None:
     """Fail if an output recorded in dvc.lock is still missing from the local cache after a pull."""
     missing = repo.data_status().get("not_in_cache", [])
     if missing:
-        name = remote or repo.config["core"].get("remote")
-        url = repo.config["remote"][name]["url"]
+        name, url = remote_name_and_url(repo, remote)
         raise ShareError(
             f"still not in the local cache after pulling: {', '.join(sorted(missing))}; remote '{name}' ({url}) "
             "lacks them: wrong URL, or not pushed (`python -m tools.share push`)"
@@ -135,6 +181,9 @@ def check_local_cache(repo: Repo, remote: str | None) -> None:
 
 def share(command: str, remote: str | None) -> int:
     """DVC's own push or pull with the run-cache, then what it leaves out; raises ShareError."""
+    if command == "pull":
+        with Repo() as repo:
+            require_existing_directory_remote(repo, remote)
     status = dvc_main([command, "--run-cache", *(["-r", remote] if remote else [])])
     if status:
         return status
@@ -142,6 +191,7 @@ def share(command: str, remote: str | None) -> int:
         if command == "push":
             push_run_cache_outputs(repo, remote)
         else:
+            pull_run_cache_outputs(repo, remote)
             check_local_cache(repo, remote)
     return 0
 
