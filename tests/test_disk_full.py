@@ -211,11 +211,11 @@ def test_evaluate_reports_a_full_disk_and_runs_once_space_is_freed(disk: Path, p
 
 
 def test_a_full_disk_while_dvc_caches_an_output_is_repaired_by_the_next_repro(disk: Path, project: Path) -> None:
-    """DVC 3.67.1 logs the failed copies, records the stage anyway and leaves partial copies in the cache."""
+    """DVC 3.67.1 logs the failed copies, records the stage anyway, exits 0 and leaves partial copies in the cache."""
     set_param(project, "train.epochs", "1")
     fill(disk, leaving=10 * MEGABYTE)  # the 7.2 MB of prepared splits fit, DVC's copy of them does not
     failed = dvc(project, "repro", "prepare", check=False)
-    assert failed.returncode == 255
+    assert failed.returncode == 0  # observed: DVC reports the failed copies but not as a failure
     assert "prepare: wrote" in failed.stdout
     assert re.search(r"ERROR: failed to transfer '[0-9a-f]{32}' - \[Errno 28\] No space left on device", failed.stderr)
     assert "\n  prepare:\n" in (project / "dvc.lock").read_text()  # recorded, although not cached:
