@@ -109,7 +109,8 @@ def grid_points(overrides: Sequence[str]) -> list[Point]:
     duplicated = sorted({key for key in keys if keys.count(key) > 1})
     if duplicated:
         raise GridError(f"key '{duplicated[0]}' is given by more than one -S")
-    return [Point(tuple(zip(keys, values))) for values in itertools.product(*(values for _, values in axes))]
+    combinations = itertools.product(*(values for _, values in axes))
+    return [Point(tuple(zip(keys, values, strict=True))) for values in combinations]
 
 
 def with_overrides(document: Mapping[str, Any], point: Point) -> dict[str, Any]:
@@ -130,7 +131,7 @@ def validate_points(document: Mapping[str, Any], points: Sequence[Point]) -> Non
 
     documents = [with_overrides(document, point) for point in points]
     classes = stage_params_classes({key.partition(".")[0] for point in points for key in point.params})
-    for point, updated in zip(points, documents):
+    for point, updated in zip(points, documents, strict=True):
         for params_class in classes:
             try:
                 parse_params(params_class, updated, source=f"-S {point.label()}")
