@@ -52,10 +52,18 @@ def choose(rows: Sequence[Mapping[str, object]]) -> Mapping[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tools import sweep_run
+
     parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
-    parser.add_argument("--rev", default="HEAD", help="the commit the experiments were run from (default: HEAD)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help=sweep_run.__doc__.splitlines()[0])
+    sweep_run.add_arguments(run)
+    report = commands.add_parser("report", help="the table, the pick and reports/sweep/ from the experiments")
+    report.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
+    report.add_argument("--rev", default="HEAD", help="the commit the experiments were run from (default: HEAD)")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return sweep_run.main(args)
     import dvc.api
 
     try:
