@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import VENV_BIN, dvc, git, make_project, requires_debian_data, run, set_param, tool_env
+from sshd import requires_sshd, running_sshd
 
 from stages.cli import exit_with_parent
 from tools.check_cache import cache_objects, corrupted_objects
@@ -59,25 +61,33 @@ def remote_objects_sound(storage: Path) -> int:
     return sum(1 for _ in cache_objects(storage))
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
-    """A 1-epoch project on its git remote; fetch and prepare run once and pushed, as a team would have them."""
-    root = tmp_path_factory.mktemp("sweep")
+def make_sweep(root: Path, remotes: Path, git_url: str, storage_url: str, **storage_options: str) -> Sweep:
+    """A 1-epoch project on its git remote (a bare repository under `remotes`); fetch and prepare run once and
+    pushed to its DVC remote (`remotes`/storage), as a team would have them."""
     project = make_project(root / "project")
     set_param(project, "train.epochs", "1")
     git(project, "commit", "-qam", "one epoch")
-    git(root, "init", "-q", "--bare", "--initial-branch=main", "origin.git")
-    git(project, "remote", "add", "origin", str(root / "origin.git"))
+    git(remotes, "init", "-q", "--bare", "--initial-branch=main", "origin.git")
+    git(project, "remote", "add", "origin", git_url)
     git(project, "push", "-q", "origin", "HEAD:refs/heads/main")
-    dvc(project, "remote", "add", "--local", "--default", "team", str(root / "storage"))
+    dvc(project, "remote", "add", "--local", "--default", "team", storage_url)
+    for option, value in storage_options.items():
+        dvc(project, "remote", "modify", "--local", "team", option, value)
     dvc(project, "repro", "prepare")
     run([sys.executable, "-m", "tools.share", "push"], cwd=project)
-    return Sweep(project, root / "origin.git", root / "storage")
+    return Sweep(project, remotes / "origin.git", remotes / "storage")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    root = tmp_path_factory.mktemp("sweep")
+    return make_sweep(root, root, str(root / "origin.git"), str(root / "storage"))
 
 
 @contextmanager
-def dask_cluster(root: Path) -> Iterator[Cluster]:
-    """`dask scheduler` and one `dask worker` per name, each worker in its own session, HOME and scratch."""
+def dask_cluster(root: Path, home: Path | None = None) -> Iterator[Cluster]:
+    """`dask scheduler` and one `dask worker` per name, each worker in its own session, HOME (a copy of `home`, if
+    given) and scratch. Workers see this process's environment as it is now."""
     from distributed import Client
 
     root.mkdir()
@@ -97,7 +107,7 @@ def dask_cluster(root: Path) -> Iterator[Cluster]:
     workers = {}
     for name in WORKERS:
         machine = root / name
-        (machine / "home").mkdir(parents=True)
+        shutil.copytree(home, machine / "home") if home else (machine / "home").mkdir(parents=True)
         workers[name] = subprocess.Popen(
             [str(VENV_BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
              "--name", name, "--no-nanny"],
@@ -111,7 +121,7 @@ def dask_cluster(root: Path) -> Iterator[Cluster]:
             client.wait_for_workers(len(WORKERS), timeout=60)
         yield Cluster(scheduler_file, workers)
     finally:
-        for process in processes:
+        for process in reversed(processes):  # workers first: without a scheduler they linger, reconnecting
             process.terminate()
         for process in processes:
             try:
@@ -222,3 +232,23 @@ def test_bad_grid_values_and_unpushed_commits_fail_before_anything_is_submitted(
         "push it first (git push origin HEAD)"
     )
     assert exp_refs(sweep.origin) == refs and sorted(sweep.storage.rglob("*")) == objects
+
+
+@requires_sshd
+def test_git_and_dvc_remotes_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both remotes on a real sshd: workers clone over SSH, pull the prepared data and publish over SFTP."""
+    (tmp_path / "sshd").mkdir()
+    with running_sshd(tmp_path / "sshd") as server:
+        known_hosts = server.home / ".ssh/known_hosts"
+        monkeypatch.setenv(
+            "GIT_SSH_COMMAND", f"ssh -i {server.key} -o IdentitiesOnly=yes -o UserKnownHostsFile={known_hosts}"
+        )
+        git_url = f"ssh://{server.user}@127.0.0.1:{server.port}{server.store}/origin.git"
+        sweep = make_sweep(tmp_path, server.store, git_url, f"{server.url}/storage", port=str(server.port),
+                           user=server.user, keyfile=str(server.key))  # fmt: skip
+        with dask_cluster(tmp_path / "cluster", home=server.home) as running:  # whose known_hosts has the server
+            swept = submit(sweep, running, "-S", "train.dropout=0.2,0.4")
+        assert swept.returncode == 0, swept.stdout + swept.stderr
+        assert len(finished(swept.stdout)) == 2 and "2 of 2 points done" in swept.stdout
+        assert len(exp_refs(sweep.origin)) == 2
+        assert remote_objects_sound(sweep.storage) > 0

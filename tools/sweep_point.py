@@ -7,8 +7,10 @@ fetch and prepare never re-run and a point trained anywhere before is restored, 
 
 Publishing is ordered so that nothing is ever half-visible: first the outputs and run records go to the DVC remote
 (`python -m tools.share push`: `dvc push --run-cache` plus the run records' outputs), then the experiment's git
-ref (`dvc exp push --no-cache`). `dvc exp push` alone pushes the ref before the outputs. A point whose ref is
-already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point wins.
+ref, by `git push` of `refs/exps/…`, which is what `dvc exp push --no-cache` does; `dvc exp push` alone pushes the
+ref before the outputs, and its own SSH client rejected a host that git's OpenSSH accepted. A point whose ref is
+already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point wins
+(git refuses to move an existing ref that is not an ancestor).
 
 Hosts: `SWEEP_CACHE` (default `~/.cache/fashion-mnist-sweep/dvc-cache`) is the per-host cache and `SWEEP_SCRATCH`
 (default: the system's temporary directory) holds the clones, each removed when its point ends.
@@ -152,7 +154,7 @@ def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tu
     started = time.monotonic()
     command([sys.executable, "-m", "tools.share", "push", "-r", REMOTE_NAME], clone)
     try:
-        dvc(clone, "exp", "push", "--no-cache", job.git_url, job.name)
+        command(["git", "push", "-q", job.git_url, f"{job.exp_ref}:{job.exp_ref}"], clone)
     except PointError:
         if not published_ref(job, clone):  # else another attempt of this point published first: that one counts
             raise
