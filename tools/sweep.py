@@ -1,10 +1,10 @@
 """Sweeps: run a grid of experiments on Dask (`run`), then collect them and pick a point (`report`).
 
 `python -m tools.sweep run -S train.dropout=0.0,0.1 -S train.seed=1,2,3` runs and publishes every point
-(`tools.sweep_run`, docs/sweeps.md). `python -m tools.sweep report` pulls the experiments of a commit from the
-git remote (`dvc exp pull --no-cache`; metrics are kept in git), groups them by every param that varies except
-`train.seed`, and gives each grid point the mean ± standard deviation over its seeds of validation and test
-accuracy. The point is picked on the validation mean only; test accuracy is reported, never used to choose.
+(`tools.sweep_run`, docs/sweeps.md). `python -m tools.sweep report` pulls the experiments of a commit from the git
+remote (their refs, as `dvc exp pull --no-cache` does; metrics are kept in git), groups them by every param that
+varies except `train.seed`, and gives each grid point the mean ± standard deviation over its seeds of validation
+and test accuracy. The point is picked on the validation mean only; test accuracy is reported, never used to choose.
 It writes `reports/sweep/dropout.csv` (one row per grid point), `choice.json` and `sweep.svg` (error bars).
 Experiments from DVC's own queue (`dvc exp run --queue -S …`, `dvc queue start`) are reported the same way.
 """
@@ -144,15 +144,16 @@ def svg_plot(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> str:
 
 
 def pull_experiments(git_remote: str, rev: str) -> None:
-    """Fetch the experiments of `rev` from the git remote (metrics only: they are in git); none to pull is fine."""
+    """Fetch the experiment refs of `rev` from the git remote: what `dvc exp pull --no-cache` does (metrics are in
+    git), through git's own transport and SSH setup, as `tools.sweep_point` pushes them. None to pull is fine."""
     if subprocess.run(["git", "remote", "get-url", git_remote], capture_output=True).returncode != 0:
         print(f"sweep: no git remote '{git_remote}': reporting local experiments only")
         return
-    pulled = subprocess.run(
-        ["dvc", "exp", "pull", "--no-cache", "--rev", rev, git_remote], capture_output=True, text=True
-    )
+    commit = subprocess.run(["git", "rev-parse", rev], capture_output=True, text=True, check=True).stdout.strip()
+    refs = f"refs/exps/{commit[:2]}/{commit[2:]}/*"
+    pulled = subprocess.run(["git", "fetch", "-q", git_remote, f"+{refs}:{refs}"], capture_output=True, text=True)
     if pulled.returncode != 0:
-        raise SweepError(f"dvc exp pull from '{git_remote}' failed: {pulled.stderr.strip().splitlines()[-1]}")
+        raise SweepError(f"fetching experiments from '{git_remote}' failed: {pulled.stderr.strip().splitlines()[-1]}")
 
 
 def write_report(rows: Sequence[Mapping[str, Any]], params: Sequence[str], output: Path) -> Mapping[str, Any]:

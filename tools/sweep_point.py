@@ -134,6 +134,27 @@ def reported_metrics(metrics_files: Sequence[str]) -> dict[str, float]:
     return {name: merged[name.split(".")[0]][name.split(".")[1]] for name in REPORTED_METRICS}
 
 
+def remove_truncated_remote_objects(clone: Path) -> list[str]:
+    """Delete remote objects whose size differs from this host's cached copy; their paths.
+
+    dvc-ssh uploads a file straight to its final path, so a push killed midway leaves a truncated object that every
+    later push skips as present (treeverse/dvc #10498). Objects are named by their hash: the local copy's size is
+    the size it must have. Run before the ref is published, so no published point relies on a truncated object.
+    """
+    from dvc.repo import Repo
+
+    removed = []
+    with Repo(str(clone)) as repo:
+        remote = repo.cloud.get_remote_odb(REMOTE_NAME)
+        cache = Path(repo.cache.local.path)
+        for path in remote.fs.find(remote.path):
+            local = cache.joinpath(*remote.fs.relparts(path, remote.path))
+            if local.is_file() and remote.fs.size(path) != local.stat().st_size:
+                remote.fs.rm(path)
+                removed.append(path)
+    return removed
+
+
 def clone_at(job: PointJob, scratch: Path) -> Path:
     clone = scratch / "repo"
     command(["git", "clone", "-q", "--no-checkout", job.git_url, str(clone)], scratch)
@@ -153,6 +174,8 @@ def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tu
     metrics = reported_metrics([(clone / path).read_text(encoding="utf-8") for path in METRICS_FILES])
     started = time.monotonic()
     command([sys.executable, "-m", "tools.share", "push", "-r", REMOTE_NAME], clone)
+    if remove_truncated_remote_objects(clone):  # DVC skipped them as present: upload them again
+        command([sys.executable, "-m", "tools.share", "push", "-r", REMOTE_NAME], clone)
     try:
         command(["git", "push", "-q", job.git_url, f"{job.exp_ref}:{job.exp_ref}"], clone)
     except PointError:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -29,10 +30,8 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
 POLL_SECONDS = 1.0
-# A scheduler hands a worker only as many tasks as it has threads, so that "running" means running and a point
-# is never queued behind another on a worker that may die. For `dask scheduler`: the environment variable
-# DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0.
-SATURATION = "distributed.scheduler.worker-saturation"
+# Each task logs this event as it starts: the scheduler's own "processing" also counts tasks queued on a worker.
+STARTED = "tools.sweep started"
 
 
 class SubmitError(Exception):
@@ -83,10 +82,11 @@ def dvc_remote_settings(name: str | None) -> tuple[tuple[str, str], ...]:
     return (("url", url), *sorted(as_text.items()))
 
 
-def run_on_worker(job: PointJob) -> PointResult:
-    """`run_point`, labelled with the Dask worker that ran it."""
+def run_on_worker(job: PointJob, sweep_id: str) -> PointResult:
+    """`run_point`, announced as started and labelled with the Dask worker that ran it."""
     from distributed import get_worker
 
+    get_worker().log_event(STARTED, [sweep_id, job.name])
     result = run_point(job)
     return replace(result, host=f"{get_worker().name}@{result.host}")
 
@@ -113,10 +113,10 @@ def run_sweep(
     client: Client, jobs: Mapping[str, tuple[Point, PointJob]], say: Callable[[str], None] = print
 ) -> dict[str, PointResult]:
     """Submit every point, report each as it finishes and the counts as they change; results by name."""
+    sweep_id = uuid.uuid4().hex
     futures = {
-        name: client.submit(run_on_worker, job, key=f"point-{name}", pure=False) for name, (_, job) in jobs.items()
+        name: client.submit(run_on_worker, job, sweep_id, key=f"{name}-{sweep_id}") for name, (_, job) in jobs.items()
     }
-    names = {future.key: name for name, future in futures.items()}
     results: dict[str, PointResult] = {}
     last_counts = None
     while len(results) < len(futures):
@@ -124,7 +124,8 @@ def run_sweep(
             if name not in results and future.done():
                 results[name] = outcome(future)
                 say(finished_line(jobs[name][0], results[name]))
-        running = sum(key in names for keys in client.processing().values() for key in keys)
+        started = {name for _, (sweep, name) in client.get_events(STARTED) if sweep == sweep_id}
+        running = len(started - set(results))
         failed = sum(result.failed for result in results.values())
         counts = (len(results) - failed, running, failed, len(futures) - len(results) - running)
         if counts != last_counts:
@@ -165,7 +166,6 @@ def prepare_jobs(args: argparse.Namespace) -> dict[str, tuple[Point, PointJob]]:
 @contextmanager
 def connect(args: argparse.Namespace) -> Iterator[Client]:
     """A client of the given scheduler, or of a LocalCluster that lives as long as the sweep."""
-    import dask
     from distributed import Client, LocalCluster
 
     if args.scheduler or args.scheduler_file:
@@ -173,7 +173,6 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
             yield client
         return
     with (
-        dask.config.set({SATURATION: 1.0}),
         LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
