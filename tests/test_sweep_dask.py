@@ -236,6 +236,7 @@ def test_bad_grid_values_and_unpushed_commits_fail_before_anything_is_submitted(
 
 
 @requires_sshd
+@pytest.mark.slow
 def test_git_and_dvc_remotes_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both remotes on a real sshd: workers clone over SSH, pull the prepared data and publish over SFTP."""
     (tmp_path / "sshd").mkdir()

@@ -86,7 +86,7 @@ def sweep_rows(experiments: Sequence[Mapping[str, Any]], params: set[str]) -> tu
             values = [run[score] for run in runs.values()]
             entry[column] = statistics.fmean(values)
             entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        entry["experiment"] = " ".join(run["Experiment"] for run in runs.values())
+        entry["experiment"] = " ".join(runs[seed]["Experiment"] for seed in sorted(runs, key=json.dumps))
         table.append(entry)
     return columns, sorted(table, key=lambda entry: [entry[c] for c in (*columns[1:], "dropout")])
 
