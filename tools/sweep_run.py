@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
 POLL_SECONDS = 1.0
+CONNECT_SECONDS = 30
 # Each task logs this event as it starts: the scheduler's own "processing" also counts tasks queued on a worker.
 STARTED = "tools.sweep started"
 
@@ -169,7 +170,14 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
     if args.scheduler or args.scheduler_file:
-        with Client(args.scheduler, scheduler_file=args.scheduler_file) as client:
+        where = args.scheduler or args.scheduler_file
+        if args.scheduler_file and not Path(args.scheduler_file).is_file():
+            raise SubmitError(f"no scheduler file {args.scheduler_file}: start `dask scheduler --scheduler-file` first")
+        try:
+            client = Client(args.scheduler, scheduler_file=args.scheduler_file, timeout=CONNECT_SECONDS)
+        except OSError as error:
+            raise SubmitError(f"cannot reach the Dask scheduler at {where}: {error}") from None
+        with client:
             yield client
         return
     with (
@@ -210,8 +218,12 @@ def main(args: argparse.Namespace) -> int:
         return 1
     commit = next(iter(jobs.values()))[1].commit
     print(f"sweep: {len(jobs)} points of commit {commit[:7]}, published to {args.git_remote} and the DVC remote")
-    with connect(args) as client:
-        results = run_sweep(client, jobs)
+    try:
+        with connect(args) as client:
+            results = run_sweep(client, jobs)
+    except SubmitError as error:
+        print(f"sweep: error: {error}", file=sys.stderr)
+        return 1
     print(table(jobs, results))
     failed = sum(result.failed for result in results.values())
     print(f"sweep: {len(results) - failed} of {len(results)} points done" + (f", {failed} failed" if failed else ""))
