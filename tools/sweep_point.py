@@ -39,6 +39,7 @@ STAGE_ERROR = re.compile(r"^(?:fetch|prepare|train|evaluate): (?:error|interrupt
 TRAINED = "trained"
 RESTORED = "restored from the run-cache"
 PUBLISHED_BEFORE = "published before"
+PUBLISHED_MEANWHILE = "published meanwhile by another attempt"
 FAILED = "failed"
 
 
@@ -60,7 +61,7 @@ class PointJob:
 @dataclass(frozen=True)
 class PointResult:
     name: str
-    status: str  # TRAINED, RESTORED, PUBLISHED_BEFORE or FAILED
+    status: str  # TRAINED, RESTORED, PUBLISHED_BEFORE, PUBLISHED_MEANWHILE or FAILED
     host: str
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str = ""
@@ -181,7 +182,7 @@ def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tu
     except PointError:
         if not published_ref(job, clone):  # else another attempt of this point published first: that one counts
             raise
-        status = PUBLISHED_BEFORE
+        status = PUBLISHED_MEANWHILE
     seconds["publish"] = time.monotonic() - started
     return status, metrics
 
