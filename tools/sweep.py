@@ -76,7 +76,10 @@ def sweep_rows(experiments: Sequence[Mapping[str, Any]], params: set[str]) -> tu
         seen = runs.setdefault(row.get(SEED), row)
         if any(seen[score] != row[score] for score in SCORES.values()):  # equal params, equal scores: deterministic
             point = ", ".join(f"{key}={row.get(key)}" for key in [*keys, SEED])
-            raise SweepError(f"two experiments with {point} disagree ({seen['Experiment']}, {row['Experiment']})")
+            raise SweepError(
+                f"two experiments with {point} disagree ({seen['Experiment']}, {row['Experiment']}); "
+                "'dvc exp remove' one"
+            )
     table = []
     for runs in by_point.values():
         first = next(iter(runs.values()))
