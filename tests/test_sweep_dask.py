@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import VENV_BIN, dvc, git, make_project, requires_debian_data, run, set_param, tool_env
-from sshd import requires_sshd, running_sshd
+from sshd import SSHServer, requires_sshd, running_sshd
 
 from stages.cli import exit_with_parent
 from tools.check_cache import cache_objects, corrupted_objects
@@ -29,6 +29,7 @@ from tools.check_cache import cache_objects, corrupted_objects
 pytestmark = requires_debian_data
 
 GRID = ["-S", "train.dropout=0.0,0.3", "-S", "train.seed=1,2"]
+LARGEST_OBJECT = 172_535_510  # bytes of data/prepared/train.npz: an upload of it takes long enough to be caught
 WORKERS = ("w1", "w2")
 
 
@@ -57,14 +58,17 @@ def exp_refs(origin: Path) -> list[str]:
 
 
 def remote_objects_sound(storage: Path) -> int:
-    """How many objects the DVC remote holds, after re-hashing each (none may be corrupted)."""
-    assert corrupted_objects(storage) == []
-    return sum(1 for _ in cache_objects(storage))
+    """How many objects the DVC remote holds, after re-hashing each (none may be corrupted). Names starting with
+    a dot are an interrupted upload's temporary files, which DVC never reads as objects."""
+    assert [path for path in corrupted_objects(storage) if not path.name.startswith(".")] == []
+    return sum(1 for path, _ in cache_objects(storage) if not path.name.startswith("."))
 
 
-def make_sweep(root: Path, remotes: Path, git_url: str, storage_url: str, **storage_options: str) -> Sweep:
-    """A 1-epoch project on its git remote (a bare repository under `remotes`); fetch and prepare run once and
-    pushed to its DVC remote (`remotes`/storage), as a team would have them."""
+def make_sweep(
+    root: Path, remotes: Path, git_url: str, storage_url: str, push_data: bool = True, **storage_options: str
+) -> Sweep:
+    """A 1-epoch project on its git remote (a bare repository under `remotes`); with `push_data`, fetch and prepare
+    run once and pushed to its DVC remote (`remotes`/storage), as a team would have them."""
     project = make_project(root / "project")
     set_param(project, "train.epochs", "1")
     git(project, "commit", "-qam", "one epoch")
@@ -74,8 +78,9 @@ def make_sweep(root: Path, remotes: Path, git_url: str, storage_url: str, **stor
     dvc(project, "remote", "add", "--local", "--default", "team", storage_url)
     for option, value in storage_options.items():
         dvc(project, "remote", "modify", "--local", "team", option, value)
-    dvc(project, "repro", "prepare")
-    run([sys.executable, "-m", "tools.share", "push"], cwd=project)
+    if push_data:
+        dvc(project, "repro", "prepare")
+        run([sys.executable, "-m", "tools.share", "push"], cwd=project)
     return Sweep(project, remotes / "origin.git", remotes / "storage")
 
 
@@ -235,19 +240,25 @@ def test_bad_grid_values_and_unpushed_commits_fail_before_anything_is_submitted(
     assert exp_refs(sweep.origin) == refs and sorted(sweep.storage.rglob("*")) == objects
 
 
-@requires_sshd
-@pytest.mark.slow
-def test_git_and_dvc_remotes_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both remotes on a real sshd: workers clone over SSH, pull the prepared data and publish over SFTP."""
-    (tmp_path / "sshd").mkdir()
-    with running_sshd(tmp_path / "sshd") as server:
+@contextmanager
+def ssh_sweep(root: Path, monkeypatch: pytest.MonkeyPatch, push_data: bool = True) -> Iterator[tuple[SSHServer, Sweep]]:
+    """A real sshd serving both remotes: git over SSH (OpenSSH, as GIT_SSH_COMMAND) and the DVC remote over SFTP."""
+    (root / "sshd").mkdir()
+    with running_sshd(root / "sshd") as server:
         known_hosts = server.home / ".ssh/known_hosts"
         monkeypatch.setenv(
             "GIT_SSH_COMMAND", f"ssh -i {server.key} -o IdentitiesOnly=yes -o UserKnownHostsFile={known_hosts}"
         )
         git_url = f"ssh://{server.user}@127.0.0.1:{server.port}{server.store}/origin.git"
-        sweep = make_sweep(tmp_path, server.store, git_url, f"{server.url}/storage", port=str(server.port),
-                           user=server.user, keyfile=str(server.key))  # fmt: skip
+        yield server, make_sweep(root, server.store, git_url, f"{server.url}/storage", push_data,
+                                 port=str(server.port), user=server.user, keyfile=str(server.key))  # fmt: skip
+
+
+@requires_sshd
+@pytest.mark.slow
+def test_git_and_dvc_remotes_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both remotes on a real sshd: workers clone over SSH, pull the prepared data and publish over SFTP."""
+    with ssh_sweep(tmp_path, monkeypatch) as (server, sweep):
         with dask_cluster(tmp_path / "cluster", home=server.home) as running:  # whose known_hosts has the server
             swept = submit(sweep, running, "-S", "train.dropout=0.2,0.4")
             assert swept.returncode == 0, swept.stdout + swept.stderr
@@ -263,3 +274,45 @@ def test_git_and_dvc_remotes_over_ssh(tmp_path: Path, monkeypatch: pytest.Monkey
             again = submit(sweep, running, "-S", "train.dropout=0.6")
         assert again.returncode == 0, again.stdout + again.stderr
         assert remote_objects_sound(sweep.storage) > 0  # repaired before the new point's ref was published
+
+
+def pushing_worker(cluster: Cluster) -> psutil.Process | None:
+    """The worker one of whose processes is uploading (`tools.share push`), if any."""
+    for process in cluster.workers.values():
+        worker = psutil.Process(process.pid)
+        if any("tools.share" in " ".join(child.cmdline()) for child in worker.children(recursive=True)):
+            return worker
+    return None
+
+
+@requires_sshd
+@pytest.mark.slow
+def test_a_worker_killed_while_pushing_over_sftp_leaves_no_truncated_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote starts empty, so the point's first push uploads the prepared data; its worker dies mid-upload.
+
+    With dvc-ssh 4.3.0 the upload went through a temporary `.…tmp` name both times this was run, and the kill left
+    that file behind, not a truncated object under its final name; `test_git_and_dvc_remotes_over_ssh` covers
+    the latter (treeverse/dvc #10498) by truncating an object itself."""
+    with ssh_sweep(tmp_path, monkeypatch, push_data=False) as (server, sweep):
+        objects = sweep.storage / "files/md5"
+        with dask_cluster(tmp_path / "cluster", home=server.home) as running:
+            driver = subprocess.Popen(
+                [sys.executable, "-m", "tools.sweep", "run", "-S", "train.dropout=0.2",
+                 "--scheduler-file", str(running.scheduler_file)],
+                cwd=sweep.project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            deadline, killed = time.monotonic() + 400, None
+            while killed is None:
+                assert time.monotonic() < deadline and driver.poll() is None, "never caught an upload in flight"
+                growing = [path for path in objects.rglob("*") if path.is_file() and path.stat().st_size > 1 << 20]
+                worker = pushing_worker(running) if growing else None
+                if worker and any(path.stat().st_size < LARGEST_OBJECT for path in growing):
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    killed = [path for path in growing if path.stat().st_size < LARGEST_OBJECT]
+                time.sleep(0.02)
+            output, _ = driver.communicate(timeout=600)
+        assert driver.returncode == 0, output
+        assert len(exp_refs(sweep.origin)) == 1
+        assert remote_objects_sound(sweep.storage) > 0, killed
