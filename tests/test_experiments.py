@@ -137,12 +137,12 @@ def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
     status = wait_for_queue(project)
     assert status.count("Success") == 2, status
 
-    report = run([sys.executable, "-m", "tools.sweep"], cwd=project).stdout
+    report = run([sys.executable, "-m", "tools.sweep", "report"], cwd=project).stdout
     sweep = list(csv.DictReader((project / "reports/sweep/dropout.csv").read_text().splitlines()))
     assert [float(row["dropout"]) for row in sweep] == [0.0, 0.3, 0.5]
     choice = json.loads((project / "reports/sweep/choice.json").read_text())
     best = max(sweep, key=lambda row: float(row["validation_accuracy"]))
-    assert choice["chosen_by"] == "validation.accuracy" and choice["dropout"] == float(best["dropout"])
+    assert choice["chosen_by"] == "mean validation.accuracy over seeds" and choice["dropout"] == float(best["dropout"])
     assert "<- chosen" in report
 
     run([sys.executable, "-m", "tools.offline_plots"], cwd=project)

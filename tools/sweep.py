@@ -1,9 +1,12 @@
-"""Collect a dropout sweep from DVC experiments and pick the rate by validation accuracy.
+"""Sweeps: run a grid of experiments on Dask (`run`), then collect them and pick a point (`report`).
 
-Run after the sweep's experiments have finished (`dvc exp run --queue -S train.dropout=…`,
-`dvc queue start -j 2`). Writes `reports/sweep/dropout.csv` (one row per rate: validation and
-test accuracy), which `dvc plots show` draws as "Dropout sweep", and `reports/sweep/choice.json`.
-The rate is chosen on validation accuracy only; test accuracy is reported, never used to choose.
+`python -m tools.sweep run -S train.dropout=0.0,0.1 -S train.seed=1,2,3` runs and publishes every point
+(`tools.sweep_run`, docs/sweeps.md). `python -m tools.sweep report` pulls the experiments of a commit from the git
+remote (their refs, as `dvc exp pull --no-cache` does; metrics are kept in git), groups them by every param that
+varies except `train.seed`, and gives each grid point the mean ± standard deviation over its seeds of validation
+and test accuracy. The point is picked on the validation mean only; test accuracy is reported, never used to choose.
+It writes `reports/sweep/dropout.csv` (one row per grid point), `choice.json` and `sweep.svg` (error bars).
+Experiments from DVC's own queue (`dvc exp run --queue -S …`, `dvc queue start`) are reported the same way.
 """
 
 from __future__ import annotations
@@ -11,72 +14,198 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 DEFAULT_OUTPUT = Path("reports/sweep")
-RATE, VALIDATION, TEST = "train.dropout", "validation.accuracy", "test.accuracy"
-SHARED_PARAMS = ("train.hidden_units", "train.learning_rate", "train.batch_size", "train.epochs", "train.seed")
+RATE, SEED, VALIDATION, TEST = "train.dropout", "train.seed", "validation.accuracy", "test.accuracy"
+SCORES = {"validation_accuracy": VALIDATION, "test_accuracy": TEST}
+SIGNIFICANT_DIGITS = 12  # Hydra's float ranges add 1e-17 noise (0.30000000000000004): equal rates group together
 
 
 class SweepError(Exception):
     pass
 
 
-def sweep_rows(experiments: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
-    """One row per dropout rate from `dvc.api.exp_show()` rows of finished experiments, by rate."""
-    finished = [
-        row
+def normalised(value: object) -> object:
+    """A param value with float noise rounded away, so that 0.30000000000000004 and 0.3 are one rate."""
+    if isinstance(value, float):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    if isinstance(value, list):
+        return [normalised(item) for item in value]
+    return value
+
+
+def param_keys(document: Mapping[str, Any]) -> set[str]:
+    """`section.key` of every param in a params.yaml document (exp_show also names metrics `train.accuracy`)."""
+    return {f"{section}.{key}" for section, table in document.items() if isinstance(table, dict) for key in table}
+
+
+def finished_experiments(experiments: Sequence[Mapping[str, Any]], params: set[str]) -> list[dict[str, Any]]:
+    """`dvc.api.exp_show()` rows of experiments that finished, params normalised."""
+    rows = [
+        {key: normalised(value) if key in params else value for key, value in row.items()}
         for row in experiments
         if row.get("typ") in ("branch_commit", "branch_base") and row.get(VALIDATION) is not None
     ]
-    if not finished:
+    if not rows:
         raise SweepError("no finished experiments: run the sweep first (see README, 'Experiments')")
-    for key in SHARED_PARAMS:
-        values = {json.dumps(row.get(key)) for row in finished}
-        if len(values) > 1:
-            raise SweepError(f"experiments differ in '{key}' ({', '.join(sorted(values))}): not one dropout sweep")
-    by_rate: dict[float, dict[str, object]] = {}
-    for row in finished:
-        entry = {"dropout": float(row[RATE]), "validation_accuracy": row[VALIDATION], "test_accuracy": row[TEST]}
-        seen = by_rate.setdefault(entry["dropout"], entry | {"experiment": row["Experiment"]})
-        if any(seen[key] != entry[key] for key in entry):  # runs are deterministic: equal params, equal scores
-            raise SweepError(f"two experiments with {RATE}={entry['dropout']} disagree; 'dvc exp remove' one")
-    return [by_rate[rate] for rate in sorted(by_rate)]
+    return rows
 
 
-def choose(rows: Sequence[Mapping[str, object]]) -> Mapping[str, object]:
-    """The row with the best validation accuracy (the lower rate on a tie)."""
-    return max(rows, key=lambda row: (row["validation_accuracy"], -row["dropout"]))
+def grid_keys(rows: Sequence[Mapping[str, Any]], params: set[str]) -> list[str]:
+    """The params that differ between experiments, except the seed: they define a grid point. Dropout first."""
+    varying = [key for key in sorted(params - {SEED}) if len({json.dumps(row.get(key)) for row in rows}) > 1]
+    return [RATE, *(key for key in varying if key != RATE)]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
-    parser.add_argument("--rev", default="HEAD", help="the commit the experiments were run from (default: HEAD)")
-    args = parser.parse_args(argv)
+def sweep_rows(experiments: Sequence[Mapping[str, Any]], params: set[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(param columns, one row per grid point: its params, the seeds, mean and standard deviation over them)."""
+    rows = finished_experiments(experiments, params)
+    keys = grid_keys(rows, params)
+    columns = [key.removeprefix("train.") for key in keys]
+    by_point: dict[str, dict[object, dict[str, Any]]] = {}
+    for row in rows:
+        runs = by_point.setdefault(json.dumps([row.get(key) for key in keys]), {})
+        seen = runs.setdefault(row.get(SEED), row)
+        if any(seen[score] != row[score] for score in SCORES.values()):  # equal params, equal scores: deterministic
+            point = ", ".join(f"{key}={row.get(key)}" for key in [*keys, SEED])
+            raise SweepError(
+                f"two experiments with {point} disagree ({seen['Experiment']}, {row['Experiment']}); "
+                "'dvc exp remove' one"
+            )
+    table = []
+    for runs in by_point.values():
+        first = next(iter(runs.values()))
+        entry: dict[str, Any] = {column: first.get(key) for column, key in zip(columns, keys, strict=True)}
+        entry["seeds"] = len(runs)
+        for column, score in SCORES.items():
+            values = [run[score] for run in runs.values()]
+            entry[column] = statistics.fmean(values)
+            entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        entry["experiment"] = " ".join(runs[seed]["Experiment"] for seed in sorted(runs, key=json.dumps))
+        table.append(entry)
+    return columns, sorted(table, key=lambda entry: [entry[c] for c in (*columns[1:], "dropout")])
+
+
+def choose(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The grid point with the best mean validation accuracy (on a tie, the first in table order)."""
+    return max(rows, key=lambda row: row["validation_accuracy"])
+
+
+def point_label(row: Mapping[str, Any], params: Sequence[str]) -> str:
+    return "  ".join(f"{key} {row[key]:.2f}" if key == "dropout" else f"{key} {json.dumps(row[key])}" for key in params)
+
+
+def svg_plot(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> str:
+    """Validation (solid) and test (dashed) accuracy against dropout, ± one standard deviation over seeds as bars;
+    one pair of lines per combination of the other params."""
+    width, height, margin = 640, 400, 60
+    rates = [row["dropout"] for row in rows]
+    lows = [row[c] - row[f"{c}_std"] for row in rows for c in SCORES]
+    highs = [row[c] + row[f"{c}_std"] for row in rows for c in SCORES]
+    x_span, y_span = (max(rates) - min(rates)) or 1.0, (max(highs) - min(lows)) or 0.01
+
+    def x(rate: float) -> float:
+        return margin + (rate - min(rates)) / x_span * (width - 2 * margin)
+
+    def y(score: float) -> float:
+        return height - margin - (score - min(lows)) / y_span * (height - 2 * margin)
+
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    series: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        series.setdefault(point_label(row, params[1:]) or "all", []).append(row)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
+             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">dropout</text>',
+             f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">'
+             "accuracy (mean ± std over seeds)</text>"]  # fmt: skip
+    for tick in sorted(set(rates)):
+        parts.append(f'<text x="{x(tick):.1f}" y="{height - margin + 18}" text-anchor="middle">{tick:g}</text>')
+    for tick in (min(lows), (min(lows) + max(highs)) / 2, max(highs)):
+        parts.append(f'<text x="{margin - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.3f}</text>')
+    for index, (name, points) in enumerate(series.items()):
+        colour = colours[index % len(colours)]
+        for column, dash in (("validation_accuracy", ""), ("test_accuracy", ' stroke-dasharray="6 4"')):
+            path = " ".join(f"{x(p['dropout']):.1f},{y(p[column]):.1f}" for p in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}"{dash}/>')
+            for p in points:
+                low, high = y(p[column] - p[f"{column}_std"]), y(p[column] + p[f"{column}_std"])
+                parts.append(f'<line x1="{x(p["dropout"]):.1f}" x2="{x(p["dropout"]):.1f}" y1="{low:.1f}" '
+                             f'y2="{high:.1f}" stroke="{colour}"/>')  # fmt: skip
+            legend_y = 20 + 16 * (2 * index + (dash != ""))
+            label = f"{name}: {column.split('_')[0]} ({'dashed' if dash else 'solid'})".removeprefix("all: ")
+            parts.append(f'<text x="{width - margin}" y="{legend_y}" text-anchor="end" fill="{colour}">{label}</text>')
+    return "\n".join([*parts, "</svg>\n"])
+
+
+def pull_experiments(git_remote: str, rev: str) -> None:
+    """Fetch the experiment refs of `rev` from the git remote: what `dvc exp pull --no-cache` does (metrics are in
+    git), through git's own transport and SSH setup, as `tools.sweep_point` pushes them. None to pull is fine."""
+    if subprocess.run(["git", "remote", "get-url", git_remote], capture_output=True).returncode != 0:
+        print(f"sweep: no git remote '{git_remote}': reporting local experiments only")
+        return
+    commit = subprocess.run(["git", "rev-parse", rev], capture_output=True, text=True, check=True).stdout.strip()
+    refs = f"refs/exps/{commit[:2]}/{commit[2:]}/*"
+    pulled = subprocess.run(["git", "fetch", "-q", git_remote, f"+{refs}:{refs}"], capture_output=True, text=True)
+    if pulled.returncode != 0:
+        raise SweepError(f"fetching experiments from '{git_remote}' failed: {pulled.stderr.strip().splitlines()[-1]}")
+
+
+def write_report(rows: Sequence[Mapping[str, Any]], params: Sequence[str], output: Path) -> Mapping[str, Any]:
+    chosen = choose(rows)
+    output.mkdir(parents=True, exist_ok=True)
+    columns = [*params, "seeds", *(f"{c}{s}" for c in SCORES for s in ("", "_std")), "experiment"]
+    with open(output / "dropout.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows({key: json.dumps(v) if isinstance(v, list) else v for key, v in row.items()} for row in rows)
+    choice = {"chosen_by": f"mean {VALIDATION} over seeds", **chosen}
+    (output / "choice.json").write_text(json.dumps(choice, indent=2) + "\n", encoding="utf-8")
+    (output / "sweep.svg").write_text(svg_plot(rows, params), encoding="utf-8")
+    return chosen
+
+
+def report(args: argparse.Namespace) -> int:
     import dvc.api
 
     try:
-        rows = sweep_rows(dvc.api.exp_show(revs=[args.rev]))
+        pull_experiments(args.git_remote, args.rev)
+        document = yaml.safe_load(subprocess.run(["git", "show", f"{args.rev}:params.yaml"], capture_output=True,
+                                                 text=True, check=True).stdout)  # fmt: skip
+        params, rows = sweep_rows(dvc.api.exp_show(revs=[args.rev]), param_keys(document))
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 1
-    chosen = choose(rows)
-    args.output.mkdir(parents=True, exist_ok=True)
-    with open(args.output / "dropout.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ["dropout", "validation_accuracy", "test_accuracy", "experiment"])
-        writer.writeheader()
-        writer.writerows(rows)
-    choice = {"chosen_by": VALIDATION, **chosen}
-    (args.output / "choice.json").write_text(json.dumps(choice, indent=2) + "\n", encoding="utf-8")
+    chosen = write_report(rows, params, args.output)
     for row in rows:
         mark = "  <- chosen" if row is chosen else ""
-        print(f"dropout {row['dropout']:.2f}  validation {row['validation_accuracy']:.4f}  "
-              f"test {row['test_accuracy']:.4f}  {row['experiment']}{mark}")  # fmt: skip
-    print(f"sweep: chose dropout {chosen['dropout']} on validation accuracy; wrote {args.output}")
+        scores = "  ".join(f"{c.split('_')[0]} {row[c]:.4f} ± {row[f'{c}_std']:.4f}" for c in SCORES)
+        print(f"{point_label(row, params)}  seeds {row['seeds']}  {scores}  {row['experiment']}{mark}")
+    print(f"sweep: chose {point_label(chosen, params)} on mean validation accuracy; wrote {args.output}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tools import sweep_run
+
+    parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help=sweep_run.__doc__.splitlines()[0])
+    sweep_run.add_arguments(run)
+    summary = commands.add_parser("report", help="pull the experiments; mean ± std over seeds per point; the pick")
+    summary.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
+    summary.add_argument("--rev", default="HEAD", help="the commit the experiments were run from (default: HEAD)")
+    summary.add_argument("--git-remote", default="origin", help="pull experiments from it (default: origin)")
+    args = parser.parse_args(argv)
+    return sweep_run.main(args) if args.command == "run" else report(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""The sweep report's arithmetic on `dvc.api.exp_show()` rows: float noise, seeds, grid points, the pick."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+from tools.sweep import SweepError, choose, param_keys, sweep_rows
+
+PARAMS = param_keys(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
+
+
+def experiment(name: str, dropout: float, seed: int, validation: float, test: float, **params: object) -> dict:
+    """One exp_show row; `train.accuracy` is a metric that shares the params' `train.` prefix."""
+    row = {"Experiment": name, "typ": "branch_commit", "train.dropout": dropout, "train.seed": seed,
+           "train.hidden_units": [200, 100, 60], "train.accuracy": validation - 0.01,
+           "validation.accuracy": validation, "test.accuracy": test}  # fmt: skip
+    return row | {f"train.{key}": value for key, value in params.items()}
+
+
+def test_float_noise_from_a_range_is_one_rate() -> None:
+    rows = [experiment("a", 0.3, 1, 0.8, 0.7), experiment("b", 0.30000000000000004, 1, 0.8, 0.7)]
+    columns, table = sweep_rows(rows, PARAMS)
+    assert columns == ["dropout"]
+    assert [(row["dropout"], row["seeds"], row["experiment"]) for row in table] == [(0.3, 1, "a")]
+
+
+def test_seeds_are_averaged_and_the_pick_uses_the_validation_mean_only() -> None:
+    rows = [
+        experiment("a1", 0.1, 1, 0.80, 0.90), experiment("a2", 0.1, 2, 0.82, 0.90),
+        experiment("b1", 0.2, 1, 0.83, 0.70), experiment("b2", 0.2, 2, 0.83, 0.70),
+        experiment("w1", 0.1, 1, 0.70, 0.70, hidden_units=[50]),
+        experiment("w2", 0.1, 2, 0.72, 0.70, hidden_units=[50]),
+        {"Experiment": "baseline", "typ": "baseline", "validation.accuracy": 0.99, "train.dropout": 0.9},
+    ]  # fmt: skip
+    columns, table = sweep_rows(rows, PARAMS)
+    assert columns == ["dropout", "hidden_units"]
+    summary = [(row["hidden_units"], row["dropout"], row["seeds"], round(row["validation_accuracy"], 4),
+                round(row["validation_accuracy_std"], 4), row["experiment"]) for row in table]  # fmt: skip
+    assert summary == [
+        ([50], 0.1, 2, 0.71, 0.0141, "w1 w2"),
+        ([200, 100, 60], 0.1, 2, 0.81, 0.0141, "a1 a2"),
+        ([200, 100, 60], 0.2, 2, 0.83, 0.0, "b1 b2"),
+    ]
+    assert choose(table)["experiment"] == "b1 b2"  # best validation mean, although its test accuracy is lower
+
+
+def test_two_runs_of_one_point_that_disagree_are_an_error() -> None:
+    with pytest.raises(SweepError, match=r"two experiments with train.dropout=0.1, train.seed=1 disagree \(a, b\)"):
+        sweep_rows([experiment("a", 0.1, 1, 0.8, 0.7), experiment("b", 0.1, 1, 0.9, 0.7)], PARAMS)
+
+
+def test_no_finished_experiment_is_an_error() -> None:
+    with pytest.raises(SweepError, match="no finished experiments"):
+        sweep_rows([{"Experiment": "x", "typ": "branch_commit", "validation.accuracy": None}], PARAMS)

@@ -1,0 +1,160 @@
+"""A sweep grid from DVC's `-S` syntax: its points, a name for each, and validation before anything runs.
+
+`-S key=a,b,c`, `-S 'key=range(start,stop[,step])'` and `-S 'key=choice(a,b)'` take Hydra's override grammar,
+as `dvc exp run --queue -S` does. Hydra steps a float range by repeated addition, so DVC's queue gets
+`range(0.1,0.4,0.1)` as 0.1, 0.2, 0.30000000000000004 and 0.4; here a range is stepped in decimal arithmetic
+with Python's `range` meaning (the stop is excluded), giving 0.1, 0.2, 0.3. Each point's name is derived from
+its params only, so every machine gives the same point the same name (DVC's random names are unique only
+among one machine's refs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from typing import Any
+
+import yaml
+
+NAME_PREFIX = "sweep"
+
+
+class GridError(Exception):
+    """A grid the user can fix: reported as one line before anything is submitted."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: `(key, value as text)` pairs in the order the user gave the keys."""
+
+    overrides: tuple[tuple[str, str], ...]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {key: yaml.safe_load(text) for key, text in self.overrides}
+
+    @property
+    def set_params(self) -> list[str]:
+        """The `-S` arguments that run this point alone."""
+        return [f"{key}={text}" for key, text in self.overrides]
+
+    @property
+    def name(self) -> str:
+        """`sweep-dropout0.1-seed2-1a2b3c4d`: readable, a valid git ref name, equal for equal params anywhere."""
+        canonical = json.dumps(self.params, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
+        readable = "-".join(f"{key.rsplit('.', 1)[-1]}{text}" for key, text in self.overrides)
+        readable = re.sub(r"[^A-Za-z0-9.-]+", "_", readable).replace("..", "_")[:60]
+        return f"{NAME_PREFIX}-{readable}-{digest}"
+
+    def label(self) -> str:
+        return " ".join(f"{key}={text}" for key, text in self.overrides)
+
+
+def _decimal(text: str, override: str) -> Decimal:
+    try:
+        return Decimal(text.strip())
+    except InvalidOperation:
+        raise GridError(f"'{override}': range() takes numbers, got '{text.strip()}'") from None
+
+
+def decimal_range(arguments: str, override: str) -> list[str]:
+    """`start,stop[,step]` stepped exactly: Python's `range` meaning, values with the decimals the user typed."""
+    parts = [_decimal(part, override) for part in arguments.split(",")]
+    if len(parts) not in (2, 3):
+        raise GridError(f"'{override}': range() takes start,stop[,step]")
+    start, stop, step = (*parts, Decimal(1))[:3]
+    if step == 0:
+        raise GridError(f"'{override}': range() step must not be 0")
+    count = max(0, int(((stop - start) / step).to_integral_value(rounding=ROUND_CEILING)))
+    return [str(start + index * step) for index in range(count)]
+
+
+def parse_values(override: str) -> tuple[str, list[str]]:
+    """`key=…` → (key, the values as text); a syntax error is a GridError naming the override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([override])
+    except HydraException as error:
+        message = str(error).splitlines()[0]
+        raise GridError(f"'{override}': not a valid -S value ({message})") from None
+    if parsed.is_delete() or parsed.is_add() or parsed.is_force_add() or parsed.key_or_group == "":
+        raise GridError(f"'{override}': expected key=value[,value…]")
+    key, value_text = override.split("=", 1)
+    range_call = re.fullmatch(r"\s*range\((.*)\)\s*", value_text)
+    if range_call:
+        values = decimal_range(range_call.group(1), override)
+    elif parsed.is_sweep_override():
+        values = list(parsed.sweep_string_iterator())
+    else:
+        values = [parsed.get_value_element_as_str()]
+    if not values:
+        raise GridError(f"'{override}': gives no values")
+    return key.strip(), values
+
+
+def grid_points(overrides: Sequence[str]) -> list[Point]:
+    """Every combination of the values of each `-S`, in the order given (the last key varies fastest)."""
+    if not overrides:
+        raise GridError("no grid: give at least one -S key=value[,value…]")
+    axes = [parse_values(override) for override in overrides]
+    keys = [key for key, _ in axes]
+    duplicated = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicated:
+        raise GridError(f"key '{duplicated[0]}' is given by more than one -S")
+    combinations = itertools.product(*(values for _, values in axes))
+    return [Point(tuple(zip(keys, values, strict=True))) for values in combinations]
+
+
+def with_overrides(document: Mapping[str, Any], point: Point) -> dict[str, Any]:
+    """A copy of the params document with the point's values set; an unknown key is a GridError."""
+    updated = json.loads(json.dumps(document))
+    for key, value in point.params.items():
+        section, _, name = key.partition(".")
+        table = updated.get(section)
+        if not isinstance(table, dict) or name not in table:
+            raise GridError(f"'{key}' is not a key of params.yaml (see its sections {', '.join(document)})")
+        table[name] = value
+    return updated
+
+
+def validate_points(document: Mapping[str, Any], points: Sequence[Point]) -> None:
+    """Parse each point's params with the stages' own dataclasses, so a bad value fails here, not on a worker."""
+    from stages.params import ParamsError, parse_params
+
+    documents = [with_overrides(document, point) for point in points]
+    classes = stage_params_classes({key.partition(".")[0] for point in points for key in point.params})
+    for point, updated in zip(points, documents, strict=True):
+        for params_class in classes:
+            try:
+                parse_params(params_class, updated, source=f"-S {point.label()}")
+            except ParamsError as error:
+                raise GridError(str(error)) from None
+
+
+def stage_params_classes(sections: set[str]) -> list[type]:
+    """The params dataclasses of the stages that read `sections` (train's imports TensorFlow: only if needed)."""
+    classes = []
+    if "fetch" in sections:
+        from stages.fetch import FetchParams
+
+        classes.append(FetchParams)
+    if "prepare" in sections:
+        from stages.prepare import PrepareParams
+
+        classes.append(PrepareParams)
+    if "train" in sections:
+        from stages.train import TrainParams
+
+        classes.append(TrainParams)
+    unknown = sections - {"fetch", "prepare", "train"}
+    if unknown:
+        raise GridError(f"no stage reads params section '{sorted(unknown)[0]}'")
+    return classes

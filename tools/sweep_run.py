@@ -1,0 +1,230 @@
+"""Submit a sweep grid to Dask and wait: one task per point (`tools.sweep_point`), progress, a table at the end.
+
+The same code drives a `LocalCluster` of single-threaded workers on this machine (the default), a scheduler
+started with `dask scheduler` and workers on other hosts (`--scheduler`, `--scheduler-file`), or a batch system
+through `dask-jobqueue` (docs/sweeps.md). Everything that can be wrong is checked before anything is submitted:
+the grid, each point's params, and that the submitted commit is on the git remote the workers clone from.
+A worker that dies mid-point has its task rerun elsewhere by Dask (`distributed.scheduler.allowed-failures`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from tools.sweep_grid import GridError, Point, grid_points, validate_points
+from tools.sweep_point import FAILED, PointJob, PointResult, run_point
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+POLL_SECONDS = 1.0
+CONNECT_SECONDS = 30
+# Each task logs this event as it starts: the scheduler's own "processing" also counts tasks queued on a worker.
+STARTED = "tools.sweep started"
+
+
+class SubmitError(Exception):
+    """A sweep that cannot be submitted as asked: one line, before anything runs."""
+
+
+def git(*args: str) -> str:
+    result = subprocess.run(["git", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SubmitError(f"git {' '.join(args)}: {result.stderr.strip().splitlines()[-1]}")
+    return result.stdout.strip()
+
+
+def git_remote_url(remote: str) -> str:
+    """The URL workers clone from; a relative local path made absolute, as workers start elsewhere."""
+    try:
+        url = git("remote", "get-url", remote)
+    except SubmitError:
+        raise SubmitError(
+            f"no git remote '{remote}': add it (git remote add {remote} URL) or pass --git-remote"
+        ) from None
+    local = "://" not in url and ":" not in url.split("/")[0]
+    return str(Path(git("rev-parse", "--show-toplevel"), url).resolve()) if local else url
+
+
+def check_commit_on_remote(remote: str, commit: str) -> None:
+    """Workers clone the git remote: the commit must be on one of its branches or tags."""
+    git("fetch", "-q", remote)
+    if not git("for-each-ref", "--contains", commit, "--format=%(refname)", f"refs/remotes/{remote}/", "refs/tags/"):
+        raise SubmitError(
+            f"commit {commit[:7]} is not on git remote '{remote}': workers clone from there; "
+            f"push it first (git push {remote} HEAD)"
+        )
+
+
+def dvc_remote_settings(name: str | None) -> tuple[tuple[str, str], ...]:
+    """The DVC remote's URL and options as this repository resolves them (local paths made absolute)."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        name = name or repo.config["core"].get("remote")
+        remotes = repo.config["remote"]
+        if not name or name not in remotes:
+            raise SubmitError(f"no DVC remote '{name}': choose one of {', '.join(remotes) or 'none'} with --dvc-remote")
+        settings = dict(remotes[name])
+    url = settings.pop("url")
+    as_text = {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in settings.items()}
+    return (("url", url), *sorted(as_text.items()))
+
+
+def run_on_worker(job: PointJob, sweep_id: str) -> PointResult:
+    """`run_point`, announced as started and labelled with the Dask worker that ran it."""
+    from distributed import get_worker
+
+    get_worker().log_event(STARTED, [sweep_id, job.name])
+    result = run_point(job)
+    return replace(result, host=f"{get_worker().name}@{result.host}")
+
+
+def finished_line(point: Point, result: PointResult) -> str:
+    if result.failed:
+        return f"FAILED {point.label()}: {result.error}"
+    took = sum(result.seconds.values())
+    return (
+        f"done   {point.label()}  validation {result.metrics['validation.accuracy']:.4f}  "
+        f"{result.status} on {result.host} ({took:.0f} s)"
+    )
+
+
+def outcome(future: Future) -> PointResult:
+    """The task's result; a task Dask gave up on (its workers kept dying) counts as a failed point."""
+    if future.status == "error":
+        error = future.exception()
+        return PointResult(str(future.key), FAILED, "", error=f"{type(error).__name__}: {error}".splitlines()[0])
+    return future.result()
+
+
+def run_sweep(
+    client: Client, jobs: Mapping[str, tuple[Point, PointJob]], say: Callable[[str], None] = print
+) -> dict[str, PointResult]:
+    """Submit every point, report each as it finishes and the counts as they change; results by name."""
+    sweep_id = uuid.uuid4().hex
+    futures = {
+        name: client.submit(run_on_worker, job, sweep_id, key=f"{name}-{sweep_id}") for name, (_, job) in jobs.items()
+    }
+    results: dict[str, PointResult] = {}
+    last_counts = None
+    while len(results) < len(futures):
+        for name, future in futures.items():
+            if name not in results and future.done():
+                results[name] = outcome(future)
+                say(finished_line(jobs[name][0], results[name]))
+        started = {name for _, (sweep, name) in client.get_events(STARTED) if sweep == sweep_id}
+        running = len(started - set(results))
+        failed = sum(result.failed for result in results.values())
+        counts = (len(results) - failed, running, failed, len(futures) - len(results) - running)
+        if counts != last_counts:
+            say("progress: {} done, {} running, {} failed, {} waiting".format(*counts))
+            last_counts = counts
+        time.sleep(POLL_SECONDS if len(results) < len(futures) else 0)
+    return results
+
+
+def table(jobs: Mapping[str, tuple[Point, PointJob]], results: Mapping[str, PointResult]) -> str:
+    rows = [("point", "status", "validation", "test", "experiment")]
+    for name, (point, _) in jobs.items():
+        result = results[name]
+        scores = [
+            f"{result.metrics[key]:.4f}" if result.metrics else "-" for key in ("validation.accuracy", "test.accuracy")
+        ]
+        rows.append((point.label(), result.status, *scores, name))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def prepare_jobs(args: argparse.Namespace) -> dict[str, tuple[Point, PointJob]]:
+    """Check everything and build one job per point, or raise GridError / SubmitError: nothing is submitted yet."""
+    commit = git("rev-parse", "--verify", f"{args.rev}^{{commit}}")
+    document = yaml.safe_load(git("show", f"{commit}:params.yaml"))
+    points = grid_points(args.set_param)
+    validate_points(document, points)
+    git_url = git_remote_url(args.git_remote)
+    check_commit_on_remote(args.git_remote, commit)
+    remote = dvc_remote_settings(args.dvc_remote)
+    return {
+        point.name: (point, PointJob(git_url, commit, point.name, tuple(point.set_params), remote)) for point in points
+    }
+
+
+@contextmanager
+def connect(args: argparse.Namespace) -> Iterator[Client]:
+    """A client of the given scheduler, or of a LocalCluster that lives as long as the sweep."""
+    from distributed import Client, LocalCluster
+
+    if args.scheduler or args.scheduler_file:
+        where = args.scheduler or args.scheduler_file
+        if args.scheduler_file and not Path(args.scheduler_file).is_file():
+            raise SubmitError(f"no scheduler file {args.scheduler_file}: start `dask scheduler --scheduler-file` first")
+        try:
+            client = Client(args.scheduler, scheduler_file=args.scheduler_file, timeout=CONNECT_SECONDS)
+        except OSError as error:
+            raise SubmitError(f"cannot reach the Dask scheduler at {where}: {error}") from None
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUES",
+        help="a grid axis in DVC's -S syntax: key=a,b,c or key=range(start,stop[,step]); repeatable",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://HOST:8786")
+    where.add_argument("--scheduler-file", help="the file `dask scheduler --scheduler-file` wrote")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count(),
+        help="single-threaded workers of the LocalCluster when no scheduler is given (default: CPUs)",
+    )
+    parser.add_argument("--rev", default="HEAD", help="the commit to sweep from (default: HEAD); must be on the remote")
+    parser.add_argument("--git-remote", default="origin", help="git remote the workers clone from (default: origin)")
+    parser.add_argument("--dvc-remote", help="DVC remote the points are published to (default: core.remote)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        jobs = prepare_jobs(args)
+    except (GridError, SubmitError) as error:
+        print(f"sweep: error: {error}", file=sys.stderr)
+        return 1
+    commit = next(iter(jobs.values()))[1].commit
+    print(f"sweep: {len(jobs)} points of commit {commit[:7]}, published to {args.git_remote} and the DVC remote")
+    try:
+        with connect(args) as client:
+            results = run_sweep(client, jobs)
+    except SubmitError as error:
+        print(f"sweep: error: {error}", file=sys.stderr)
+        return 1
+    print(table(jobs, results))
+    failed = sum(result.failed for result in results.values())
+    print(f"sweep: {len(results) - failed} of {len(results)} points done" + (f", {failed} failed" if failed else ""))
+    return 1 if failed else 0
