@@ -31,21 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.benchmark import SWEEP_RATES, commit, copy_project, git, log, set_params, sweep, tool_env
+from stages.kernels import describe_host, describe_kernels
 
 VENV_BIN = Path(sys.executable).parent
 TARGET_SPEEDUP = 1.7
-
-
-def cpu_description() -> str:
-    """lscpu's model name and the vector extensions TensorFlow's kernels choose between."""
-    fields = dict(
-        line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    )
-    flags = set(fields.get("Flags", "").split())
-    wanted = [
-        flag for flag in ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if flag in flags
-    ]
-    return f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} CPUs, flags: {' '.join(wanted)}"
 
 
 def load() -> str:
@@ -98,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where the throwaway repositories go (default: a temp dir)")
     args = parser.parse_args(argv)
     os.environ.update(tool_env())  # LocalCluster workers inherit it: the venv on PATH, a git identity
-    print(f"CPU: {cpu_description()}")
+    print(f"CPU: {describe_host()}, {os.cpu_count()} CPUs; kernels: {describe_kernels()}")
     print(f"start: {load()}")
     points = len(SWEEP_RATES)
     with tempfile.TemporaryDirectory(prefix="sweep-scaling-", dir=args.workdir) as name:
