@@ -276,3 +276,30 @@ def test_share_push_and_pull_on_a_full_disk_are_one_line_leave_no_partial_file_a
     assert dvc(clone, "status").stdout.strip() == "Data and pipelines are up to date."
     for name in ("data/prepared/train.npz", "models/model.keras", "reports/evaluation/confusion.csv"):
         assert (clone / name).read_bytes() == (project / name).read_bytes()
+
+
+def test_a_full_disk_while_training_writes_its_curves_is_one_line_and_the_next_run_resumes(
+    small_disk: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The curves directory alone on a full disk (the stage run directly): the one write that fails is the curves'."""
+    project = small_project(tmp_path / "project")
+    set_param(project, "train.epochs", "2")
+    dvc(project, "repro", "prepare")
+    full = small_disk("1m")
+    curves = full / "curves"
+    curves.mkdir()
+    fill(full, leaving=0)
+    command = [sys.executable, "-m", "stages.train", "data/prepared", "models/model.keras", str(curves)]
+    failed = run(command, cwd=project, check=False)
+    assert failed.returncode == 1, failed.stderr
+    line = rf"train: error: no space left on device writing the training curves to {re.escape(str(curves))}: {NEED}"
+    assert re.fullmatch(line, failed.stderr.strip()), failed.stderr
+    assert not (project / "models/model.keras").exists() and list(curves.iterdir()) == []
+
+    free(full)
+    resumed = run(command, cwd=project)
+    assert "train: resuming after epoch 1/2" in resumed.stdout and "epoch 2/2" in resumed.stdout
+    model = (project / "models/model.keras").read_bytes()
+    shutil.rmtree(curves)
+    run(command, cwd=project)  # from scratch: the resume state was discarded when the first run finished
+    assert (project / "models/model.keras").read_bytes() == model
