@@ -224,7 +224,7 @@ def test_bad_grid_values_and_unpushed_commits_fail_before_anything_is_submitted(
     refs, objects = exp_refs(sweep.origin), sorted(sweep.storage.rglob("*"))
     bad = submit(sweep, None, "-S", "train.dropout=0.1,1.5")  # no scheduler exists: nothing may be contacted
     assert bad.returncode == 1
-    assert bad.stderr.strip() == "sweep: error: -S train.dropout=1.5: 'train.dropout' must be in [0, 1)"
+    assert bad.stderr.strip() == "sweep: error: -S train.dropout=1.5: 'train.dropout' must be in [0, 1), got 1.5"
 
     git(sweep.project, "commit", "-q", "--allow-empty", "-m", "not pushed")
     try:

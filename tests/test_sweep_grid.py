@@ -52,7 +52,7 @@ def test_names_depend_on_the_params_only_and_are_the_same_in_another_process() -
         (["train.dropout=range(0.1,0.3,0)"], "'train.dropout=range(0.1,0.3,0)': range() step must not be 0"),
         (["train.dropout=range(0.3,0.1)"], "'train.dropout=range(0.3,0.1)': gives no values"),
         (["train.dropuot=0.1"], "'train.dropuot' is not a key of params.yaml"),
-        (["train.dropout=0.1,1.5"], "-S train.dropout=1.5: 'train.dropout' must be in [0, 1)"),
+        (["train.dropout=0.1,1.5"], "-S train.dropout=1.5: 'train.dropout' must be in [0, 1), got 1.5"),
         (["train.epochs=two"], "-S train.epochs=two: 'train.epochs' must be int, got 'two'"),
         (["train.seed=1", "train.seed=2"], "key 'train.seed' is given by more than one -S"),
         ([], "no grid: give at least one -S key=value"),
