@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from stages.atomic import atomic_file
+
 DEFAULT_OUTPUT = Path("reports/sweep")
 RATE, SEED, VALIDATION, TEST = "train.dropout", "train.seed", "validation.accuracy", "test.accuracy"
 SCORES = {"validation_accuracy": VALIDATION, "test_accuracy": TEST}
@@ -161,15 +163,16 @@ def pull_experiments(git_remote: str, rev: str) -> None:
 
 def write_report(rows: Sequence[Mapping[str, Any]], params: Sequence[str], output: Path) -> Mapping[str, Any]:
     chosen = choose(rows)
-    output.mkdir(parents=True, exist_ok=True)
     columns = [*params, "seeds", *(f"{c}{s}" for c in SCORES for s in ("", "_std")), "experiment"]
-    with open(output / "dropout.csv", "w", newline="", encoding="utf-8") as handle:
+    with atomic_file(output / "dropout.csv") as table, open(table, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         writer.writerows({key: json.dumps(v) if isinstance(v, list) else v for key, v in row.items()} for row in rows)
     choice = {"chosen_by": f"mean {VALIDATION} over seeds", **chosen}
-    (output / "choice.json").write_text(json.dumps(choice, indent=2) + "\n", encoding="utf-8")
-    (output / "sweep.svg").write_text(svg_plot(rows, params), encoding="utf-8")
+    with atomic_file(output / "choice.json") as temporary:
+        temporary.write_text(json.dumps(choice, indent=2) + "\n", encoding="utf-8")
+    with atomic_file(output / "sweep.svg") as temporary:
+        temporary.write_text(svg_plot(rows, params), encoding="utf-8")
     return chosen
 
 
