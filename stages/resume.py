@@ -90,6 +90,7 @@ def load_state(directory: Path, model: keras.Model) -> list[Metrics]:
     weights = directory / state["weights"]
     if file_sha256(weights) != state["weights_sha256"]:
         raise ValueError(f"{weights.name} does not match its recorded SHA-256")
+    model.optimizer.build(model.trainable_variables)  # else Keras skips loading momentum slots it has not created
     model.load_weights(weights)
     seed_states = _seed_states(model)
     if len(seed_states) != len(state["seed_states"]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 VALIDATION_BATCH_SIZE = 1000
 FIXED_SAVE_DATE = "1980-01-01@00:00:00"
 CURVE_BYTES_PER_EPOCH = 4096  # DVCLive's four .tsv lines and summary, rounded up to a file system block
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class TrainParams:
     batch_size: int
     epochs: int
     seed: int
+    # Defaults are the seed article's plain SGD, for code that builds params by hand; params.yaml must name both.
+    momentum: float = 0.0
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         require(len(self.hidden_units) > 0, "train.hidden_units", self.hidden_units, "a non-empty list of layer sizes")
@@ -60,6 +65,19 @@ class TrainParams:
         require(self.batch_size >= 1, "train.batch_size", self.batch_size, "at least 1")
         require(self.epochs >= 1, "train.epochs", self.epochs, "at least 1")
         require(self.seed >= 0, "train.seed", self.seed, "a non-negative integer")
+        require(0.0 <= self.momentum < 1.0, "train.momentum", self.momentum, "in [0, 1)")
+        require(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule", self.lr_schedule, f"one of {list(LR_SCHEDULES)}")
+
+
+def learning_rate_at(params: TrainParams, epoch: int) -> float:
+    """The learning rate of 0-based `epoch`: constant, or cosine-annealed from `learning_rate` towards 0.
+
+    Set once per epoch (not per step) so that it is a function of the epoch alone, like the shuffle, and a resumed
+    run needs nothing more than the epoch it resumes at.
+    """
+    if params.lr_schedule == "constant":
+        return params.learning_rate
+    return params.learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / params.epochs))
 
 
 def build_model(params: TrainParams, image_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
@@ -84,7 +102,7 @@ def build_model(params: TrainParams, image_shape: tuple[int, ...] = (28, 28)) ->
         )
     model = keras.Sequential(layers, name="dropout_mlp")
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate),
+        optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate, momentum=params.momentum),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -160,6 +178,8 @@ def train_model(
     validation_order = np.arange(len(validation.labels))
     history = []
     for epoch in range(first_epoch, params.epochs):
+        if params.lr_schedule != "constant":  # the constant rate is never re-assigned: the seed's arithmetic exactly
+            model.optimizer.learning_rate = learning_rate_at(params, epoch)
         metrics = _metrics_after(model, run_epoch, epoch_order(params.seed, epoch, len(train.labels)))
         metrics |= _metrics_after(model, run_validation, validation_order, prefix="val_")
         metrics = dict(sorted(metrics.items()))  # the order `fit` reported them in

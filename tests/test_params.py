@@ -33,7 +33,14 @@ def with_value(key: str, value: object) -> dict:
 def test_defaults_are_the_seed_articles_network() -> None:
     train = parse_params(TrainParams, DEFAULTS)
     assert train == TrainParams(
-        hidden_units=(200, 100, 60), dropout=0.2, learning_rate=0.01, batch_size=32, epochs=60, seed=train.seed
+        hidden_units=(200, 100, 60),
+        dropout=0.2,
+        learning_rate=0.01,
+        momentum=0.0,
+        lr_schedule="constant",
+        batch_size=32,
+        epochs=60,
+        seed=train.seed,
     )
     assert parse_params(PrepareParams, DEFAULTS).val_size == 5000
     assert "/usr/share/datasets/fashion-mnist" in parse_params(FetchParams, DEFAULTS).sources
@@ -63,6 +70,10 @@ INVALID = [
     (TrainParams, "train.hidden_units", [200, "x"], "'train.hidden_units[1]' must be int, got 'x'"),
     (TrainParams, "train.hidden_units", 200, "'train.hidden_units' must be a list, got 200"),
     (TrainParams, "train.seed", -1, "'train.seed' must be a non-negative integer, got -1"),
+    (TrainParams, "train.momentum", 1.0, "'train.momentum' must be in [0, 1), got 1.0"),
+    (TrainParams, "train.momentum", KeyError, "missing key 'train.momentum'"),
+    (TrainParams, "train.lr_schedule", "step", "'train.lr_schedule' must be one of ['constant', 'cosine'], got 'step'"),
+    (TrainParams, "train.lr_schedule", 1, "'train.lr_schedule' must be str, got 1"),
     (PrepareParams, "prepare.val_size", 60000, "'prepare.val_size' must be in [10, 60000), got 60000"),
     (PrepareParams, "prepare.val_size", 5, "'prepare.val_size' must be in [10, 60000), got 5"),
     (PrepareParams, "prepare.seed", -1, "'prepare.seed' must be a non-negative integer, got -1"),

@@ -16,8 +16,12 @@ from stages.train import build_model, train_model
 TRAIN, VALIDATION = tiny_data(96, 1), tiny_data(32, 2)
 
 
-def test_two_epochs_in_two_runs_give_the_weights_of_one_uninterrupted_run(tmp_path: Path) -> None:
-    params = dataclasses.replace(PARAMS, epochs=3)
+@pytest.mark.parametrize(
+    "knobs", [{}, {"momentum": 0.9, "lr_schedule": "cosine"}], ids=["plain-sgd", "momentum-cosine"]
+)
+def test_two_epochs_in_two_runs_give_the_weights_of_one_uninterrupted_run(tmp_path: Path, knobs: dict) -> None:
+    """With momentum, the optimizer's slots must come back too; with a schedule, the rate of the resumed epoch."""
+    params = dataclasses.replace(PARAMS, epochs=3, **knobs)
     configure_tensorflow(params.seed)
     uninterrupted = build_model(params)
     expected_history = train_model(uninterrupted, TRAIN, VALIDATION, params)

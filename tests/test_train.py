@@ -12,7 +12,15 @@ import pytest
 from bench.levers import keras_fit
 from stages.dataset import Split, normalise, pixels_of
 from stages.runtime import configure_tensorflow, keras
-from stages.train import VALIDATION_BATCH_SIZE, TrainParams, build_model, epoch_order, save_model, train_model
+from stages.train import (
+    VALIDATION_BATCH_SIZE,
+    TrainParams,
+    build_model,
+    epoch_order,
+    learning_rate_at,
+    save_model,
+    train_model,
+)
 
 # Threads can only be set before TensorFlow's first op, as in the stage; seeds are reset per test.
 configure_tensorflow(seed=0)
@@ -48,6 +56,27 @@ def test_hidden_units_and_dropout_come_from_params() -> None:
     model = build_model(dataclasses.replace(PARAMS, hidden_units=(16,), dropout=0.5))
     assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [16, 10]
     assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
+
+
+def test_a_constant_schedule_keeps_the_rate_and_cosine_anneals_it_towards_zero() -> None:
+    constant, cosine = PARAMS, dataclasses.replace(PARAMS, epochs=4, lr_schedule="cosine")
+    assert [learning_rate_at(constant, epoch) for epoch in range(2)] == [0.01, 0.01]
+    rates = [learning_rate_at(cosine, epoch) for epoch in range(4)]
+    assert rates[0] == 0.01
+    assert rates[2] == pytest.approx(0.005)
+    assert rates == sorted(rates, reverse=True)
+    assert 0.0 < rates[-1] < 0.002
+
+
+def test_momentum_and_schedule_change_training_and_the_optimizer_ends_at_the_last_epochs_rate() -> None:
+    tuned = dataclasses.replace(PARAMS, epochs=3, momentum=0.9, lr_schedule="cosine")
+    configure_tensorflow(tuned.seed)
+    model = build_model(tuned)
+    train_model(model, tiny_data(96, 1), tiny_data(32, 2), tuned)
+    assert model.optimizer.momentum == 0.9
+    assert model.optimizer.learning_rate.numpy() == pytest.approx(learning_rate_at(tuned, 2))
+    plain_weights, _ = trained_weights(dataclasses.replace(tuned, momentum=0.0, lr_schedule="constant"))
+    assert not np.array_equal(model.get_weights()[0], plain_weights[0])
 
 
 def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch() -> None:
