@@ -84,11 +84,17 @@ def sweep_chart(page: dict[str, str]) -> str:
     return next(chart for name, chart in page.items() if name.startswith("Dropout_sweep"))
 
 
-def assert_readable_sweep(chart: str) -> None:
-    """Validation and test accuracy apart, against the rate, with tick labels that do not run into each other."""
-    assert axis_titles(chart) == ("dropout rate", "accuracy")
-    assert legend(chart, "scored on") == "2 values: test_accuracy, validation_accuracy"
-    assert len(line_colours(chart)) == 2
+def sweep_series(project: Path) -> set[str]:
+    """The settings of the other params in the project's sweep table: one line each in the chart."""
+    return {row["series"] for row in csv.DictReader((project / "reports/sweep/dropout.csv").read_text().splitlines())}
+
+
+def assert_readable_sweep(chart: str, series: set[str]) -> None:
+    """Validation accuracy against the rate, a colour per setting of the other params, with tick labels that do not
+    run into each other."""
+    assert axis_titles(chart) == ("dropout rate", "validation accuracy")
+    assert legend(chart, "other params").startswith(f"{len(series)} value")
+    assert len(line_colours(chart)) == len(series)
     ticks = x_tick_labels(chart)
     assert len(ticks) >= 3, ticks
     for (left, left_text), (right, right_text) in itertools.pairwise(ticks):
@@ -105,7 +111,7 @@ def test_plots_page_uses_the_cdn_until_the_offline_page_is_built(project: Path) 
     run([sys.executable, "-m", "tools.offline_plots"], cwd=project)
     dvc(project, "plots", "show", "-o", "after")
     assert "<script src=" not in (project / "after/index.html").read_text()
-    assert_readable_sweep(sweep_chart(charts(rendered_dom(project / "after/index.html"))))
+    assert_readable_sweep(sweep_chart(charts(rendered_dom(project / "after/index.html"))), sweep_series(project))
     assert git(project, "status", "--porcelain", "--untracked-files=no") == ""
 
 
@@ -140,9 +146,14 @@ def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
     report = run([sys.executable, "-m", "tools.sweep", "report"], cwd=project).stdout
     sweep = list(csv.DictReader((project / "reports/sweep/dropout.csv").read_text().splitlines()))
     assert [float(row["dropout"]) for row in sweep] == [0.0, 0.3, 0.5]
+    assert "test_accuracy" not in sweep[0]  # reported once, for the chosen point
     choice = json.loads((project / "reports/sweep/choice.json").read_text())
     best = max(sweep, key=lambda row: float(row["validation_accuracy"]))
     assert choice["chosen_by"] == "mean validation.accuracy over seeds" and choice["dropout"] == float(best["dropout"])
+    assert 0.0 < choice["test_accuracy"] < 1.0
+    (effect,) = choice["dropout_effect"]  # rates 0.0, 0.3 and 0.5: dropout's gain on its one line
+    assert effect["series"] == "dropout only" and effect["best_dropout"] == choice["dropout"]
+    assert effect["best_test_accuracy"] == choice["test_accuracy"]
     assert "<- chosen" in report
 
     run([sys.executable, "-m", "tools.offline_plots"], cwd=project)
@@ -155,7 +166,7 @@ def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
         assert legend(curves, "split") == "2 values: train, validation"
         assert marks(curves).get("line", 0) == 2 and len(line_colours(curves)) == 2
     assert marks(shown["Confusion_matrix__test_"]).get("rect", 0) >= 10 * 10
-    assert_readable_sweep(sweep_chart(shown))
+    assert_readable_sweep(sweep_chart(shown), {"dropout only"})
 
     names = [row["experiment"] for row in sweep]
     dvc(project, "plots", "diff", *names, "-o", "diffed")

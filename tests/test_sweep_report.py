@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from tools.sweep import SweepError, choose, param_keys, sweep_rows
+from tools.sweep import SweepError, choose, dropout_effects, param_keys, sweep_rows, write_report
 
 PARAMS = param_keys(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
 
@@ -54,3 +58,43 @@ def test_two_runs_of_one_point_that_disagree_are_an_error() -> None:
 def test_no_finished_experiment_is_an_error() -> None:
     with pytest.raises(SweepError, match="no finished experiments"):
         sweep_rows([{"Experiment": "x", "typ": "branch_commit", "validation.accuracy": None}], PARAMS)
+
+
+WIDTHS = [  # two widths: the wide one's best rate is higher; its test accuracy is what the report shows
+    experiment("n0", 0.0, 1, 0.80, 0.79), experiment("n0b", 0.0, 2, 0.82, 0.81),
+    experiment("n2", 0.2, 1, 0.84, 0.83), experiment("n2b", 0.2, 2, 0.84, 0.85),
+    experiment("w0", 0.0, 1, 0.81, 0.80, hidden_units=[500]), experiment("w0b", 0.0, 2, 0.81, 0.80, hidden_units=[500]),
+    experiment("w4", 0.4, 1, 0.87, 0.86, hidden_units=[500]), experiment("w4b", 0.4, 2, 0.89, 0.88, hidden_units=[500]),
+    experiment("w2", 0.2, 1, 0.86, 0.99, hidden_units=[500]), experiment("w2b", 0.2, 2, 0.86, 0.99, hidden_units=[500]),
+]  # fmt: skip
+
+
+def test_dropout_effect_per_width_compares_the_best_rate_with_rate_0_on_validation() -> None:
+    columns, table = sweep_rows(WIDTHS, PARAMS)
+    narrow, wide = dropout_effects(table, columns)
+    assert (narrow["series"], narrow["best_dropout"]) == ("hidden_units [200, 100, 60]", 0.2)
+    assert narrow["gain_validation_accuracy"] == pytest.approx(0.03)
+    assert "best_test_accuracy" not in narrow  # test accuracy only on the chosen point's line
+    assert (wide["series"], wide["best_dropout"]) == ("hidden_units [500]", 0.4)
+    assert wide["gain_validation_accuracy"] == pytest.approx(0.07)
+    assert wide["best_test_accuracy"] == pytest.approx(0.87) and wide["no_dropout_test_accuracy"] == pytest.approx(0.8)
+    assert wide["best_test_accuracy_std"] == pytest.approx(0.0141, abs=1e-4)
+
+
+def test_the_report_shows_test_accuracy_for_the_chosen_point_only(tmp_path: Path) -> None:
+    columns, table = sweep_rows(WIDTHS, PARAMS)
+    chosen = write_report(table, columns, tmp_path)
+    assert chosen["experiment"] == "w4 w4b"  # not w2, whose test accuracy is higher
+    rows = list(csv.DictReader((tmp_path / "dropout.csv").read_text().splitlines()))
+    assert list(rows[0]) == [
+        "dropout", "hidden_units", "series", "seeds", "validation_accuracy", "validation_accuracy_std", "experiment"
+    ]  # fmt: skip
+    assert [(row["hidden_units"], row["dropout"]) for row in rows][:2] == [
+        ("[200, 100, 60]", "0.0"),
+        ("[200, 100, 60]", "0.2"),
+    ]
+    choice = json.loads((tmp_path / "choice.json").read_text())
+    assert choice["test_accuracy"] == pytest.approx(0.87) and len(choice["dropout_effect"]) == 2
+    plot = (tmp_path / "sweep.svg").read_text()
+    assert plot.count("<polyline") == 2 and plot.count('r="8"') == 1  # a line per width; the chosen point ringed
+    assert "its test accuracy 0.8700 ± 0.0141" in plot and "0.99" not in plot

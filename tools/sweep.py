@@ -4,8 +4,10 @@
 (`tools.sweep_run`, docs/sweeps.md). `python -m tools.sweep report` pulls the experiments of a commit from the git
 remote (their refs, as `dvc exp pull --no-cache` does; metrics are kept in git), groups them by every param that
 varies except `train.seed`, and gives each grid point the mean ± standard deviation over its seeds of validation
-and test accuracy. The point is picked on the validation mean only; test accuracy is reported, never used to choose.
-It writes `reports/sweep/dropout.csv` (one row per grid point), `choice.json` and `sweep.svg` (error bars).
+and test accuracy. The point is picked on the validation mean only. Test accuracy is reported once, for the chosen
+point (and, to say how much dropout helps there, for rate 0 beside it), never used to choose. It writes
+`reports/sweep/dropout.csv` (one row per grid point, validation only), `choice.json` (the pick, its test accuracy,
+dropout's effect per line) and `sweep.svg` (validation against the rate, error bars, one line per other setting).
 Experiments from DVC's own queue (`dvc exp run --queue -S …`, `dvc queue start`) are reported the same way.
 """
 
@@ -105,46 +107,84 @@ def point_label(row: Mapping[str, Any], params: Sequence[str]) -> str:
     return "  ".join(f"{key} {row[key]:.2f}" if key == "dropout" else f"{key} {json.dumps(row[key])}" for key in params)
 
 
+def series_label(row: Mapping[str, Any], params: Sequence[str]) -> str:
+    """The grid point without its rate: the line it belongs to in a plot against the rate."""
+    return point_label(row, params[1:]) or "dropout only"
+
+
+def score(row: Mapping[str, Any], column: str) -> str:
+    return f"{row[column]:.4f} ± {row[f'{column}_std']:.4f}"
+
+
+def dropout_effects(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> list[dict[str, Any]]:
+    """Per line of the plot that has rate 0 and another rate: its best rate on validation against rate 0.
+
+    Test accuracy is given for the chosen point's line only (its best rate is the chosen point): the answer to
+    how much dropout helps there, reported after the choice, never used for it.
+    """
+    chosen_series = series_label(choose(rows), params)
+    effects = []
+    for series in dict.fromkeys(series_label(row, params) for row in rows):
+        points = [row for row in rows if series_label(row, params) == series]
+        without = [row for row in points if row["dropout"] == 0.0]
+        if not without or len(points) < 2:
+            continue
+        best, zero = choose(points), without[0]
+        effect = {"series": series, "best_dropout": best["dropout"]}
+        columns = ("validation_accuracy", "test_accuracy") if series == chosen_series else ("validation_accuracy",)
+        for column in columns:
+            effect |= {
+                f"best_{column}": best[column], f"best_{column}_std": best[f"{column}_std"],
+                f"no_dropout_{column}": zero[column], f"no_dropout_{column}_std": zero[f"{column}_std"],
+                f"gain_{column}": best[column] - zero[column],
+            }  # fmt: skip
+        effects.append(effect)
+    return effects
+
+
 def svg_plot(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> str:
-    """Validation (solid) and test (dashed) accuracy against dropout, ± one standard deviation over seeds as bars;
-    one pair of lines per combination of the other params."""
-    width, height, margin = 640, 400, 60
+    """Mean validation accuracy against the rate, ± one standard deviation over seeds as bars, one line per
+    combination of the other params; the chosen point ringed and labelled with its test accuracy."""
+    width, height, margin, plot_right = 900, 420, 60, 560
+    chosen = choose(rows)
     rates = [row["dropout"] for row in rows]
-    lows = [row[c] - row[f"{c}_std"] for row in rows for c in SCORES]
-    highs = [row[c] + row[f"{c}_std"] for row in rows for c in SCORES]
+    lows = [row["validation_accuracy"] - row["validation_accuracy_std"] for row in rows]
+    highs = [row["validation_accuracy"] + row["validation_accuracy_std"] for row in rows]
     x_span, y_span = (max(rates) - min(rates)) or 1.0, (max(highs) - min(lows)) or 0.01
 
     def x(rate: float) -> float:
-        return margin + (rate - min(rates)) / x_span * (width - 2 * margin)
+        return margin + (rate - min(rates)) / x_span * (plot_right - margin)
 
-    def y(score: float) -> float:
-        return height - margin - (score - min(lows)) / y_span * (height - 2 * margin)
+    def y(value: float) -> float:
+        return height - margin - (value - min(lows)) / y_span * (height - 2 * margin)
 
-    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
     series: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
-        series.setdefault(point_label(row, params[1:]) or "all", []).append(row)
+        series.setdefault(series_label(row, params), []).append(row)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
              f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">dropout</text>',
+             f'<text x="{(margin + plot_right) / 2}" y="{height - 15}" text-anchor="middle">dropout rate</text>',
              f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">'
-             "accuracy (mean ± std over seeds)</text>"]  # fmt: skip
+             "validation accuracy (mean ± std over seeds)</text>"]  # fmt: skip
     for tick in sorted(set(rates)):
         parts.append(f'<text x="{x(tick):.1f}" y="{height - margin + 18}" text-anchor="middle">{tick:g}</text>')
     for tick in (min(lows), (min(lows) + max(highs)) / 2, max(highs)):
         parts.append(f'<text x="{margin - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.3f}</text>')
     for index, (name, points) in enumerate(series.items()):
         colour = colours[index % len(colours)]
-        for column, dash in (("validation_accuracy", ""), ("test_accuracy", ' stroke-dasharray="6 4"')):
-            path = " ".join(f"{x(p['dropout']):.1f},{y(p[column]):.1f}" for p in points)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}"{dash}/>')
-            for p in points:
-                low, high = y(p[column] - p[f"{column}_std"]), y(p[column] + p[f"{column}_std"])
-                parts.append(f'<line x1="{x(p["dropout"]):.1f}" x2="{x(p["dropout"]):.1f}" y1="{low:.1f}" '
-                             f'y2="{high:.1f}" stroke="{colour}"/>')  # fmt: skip
-            legend_y = 20 + 16 * (2 * index + (dash != ""))
-            label = f"{name}: {column.split('_')[0]} ({'dashed' if dash else 'solid'})".removeprefix("all: ")
-            parts.append(f'<text x="{width - margin}" y="{legend_y}" text-anchor="end" fill="{colour}">{label}</text>')
+        path = " ".join(f"{x(p['dropout']):.1f},{y(p['validation_accuracy']):.1f}" for p in points)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}"/>')
+        for p in points:
+            centre, mean, std = x(p["dropout"]), p["validation_accuracy"], p["validation_accuracy_std"]
+            bar = f'x1="{centre:.1f}" x2="{centre:.1f}" y1="{y(mean - std):.1f}" y2="{y(mean + std):.1f}"'
+            parts.append(f'<line {bar} stroke="{colour}"/>')
+            parts.append(f'<circle cx="{centre:.1f}" cy="{y(mean):.1f}" r="3" fill="{colour}"/>')
+        parts.append(f'<text x="{plot_right + 20}" y="{30 + 18 * index}" fill="{colour}">{name}</text>')
+    centre_x, centre_y = x(chosen["dropout"]), y(chosen["validation_accuracy"])
+    parts.append(f'<circle cx="{centre_x:.1f}" cy="{centre_y:.1f}" r="8" fill="none" stroke="black"/>')
+    parts.append(f'<text x="{plot_right + 20}" y="{40 + 18 * len(series)}">ringed: chosen on validation; '
+                 f"its test accuracy {score(chosen, 'test_accuracy')}</text>")  # fmt: skip
     return "\n".join([*parts, "</svg>\n"])
 
 
@@ -162,13 +202,16 @@ def pull_experiments(git_remote: str, rev: str) -> None:
 
 
 def write_report(rows: Sequence[Mapping[str, Any]], params: Sequence[str], output: Path) -> Mapping[str, Any]:
+    """The table (validation only), the choice with its test accuracy, dropout's effect, and the plot."""
     chosen = choose(rows)
-    columns = [*params, "seeds", *(f"{c}{s}" for c in SCORES for s in ("", "_std")), "experiment"]
+    columns = [*params, "series", "seeds", "validation_accuracy", "validation_accuracy_std", "experiment"]
     with atomic_file(output / "dropout.csv") as table, open(table, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, columns)
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({key: json.dumps(v) if isinstance(v, list) else v for key, v in row.items()} for row in rows)
-    choice = {"chosen_by": f"mean {VALIDATION} over seeds", **chosen}
+        for row in rows:
+            cells = {key: json.dumps(value) if isinstance(value, list) else value for key, value in row.items()}
+            writer.writerow(cells | {"series": series_label(row, params)})
+    choice = {"chosen_by": f"mean {VALIDATION} over seeds", **chosen, "dropout_effect": dropout_effects(rows, params)}
     with atomic_file(output / "choice.json") as temporary:
         temporary.write_text(json.dumps(choice, indent=2) + "\n", encoding="utf-8")
     with atomic_file(output / "sweep.svg") as temporary:
@@ -190,9 +233,19 @@ def report(args: argparse.Namespace) -> int:
     chosen = write_report(rows, params, args.output)
     for row in rows:
         mark = "  <- chosen" if row is chosen else ""
-        scores = "  ".join(f"{c.split('_')[0]} {row[c]:.4f} ± {row[f'{c}_std']:.4f}" for c in SCORES)
-        print(f"{point_label(row, params)}  seeds {row['seeds']}  {scores}  {row['experiment']}{mark}")
-    print(f"sweep: chose {point_label(chosen, params)} on mean validation accuracy; wrote {args.output}")
+        print(f"{point_label(row, params)}  seeds {row['seeds']}  validation {score(row, 'validation_accuracy')}"
+              f"  {row['experiment']}{mark}")  # fmt: skip
+    print(f"sweep: chose {point_label(chosen, params)} on mean validation accuracy "
+          f"{score(chosen, 'validation_accuracy')}; its test accuracy {score(chosen, 'test_accuracy')}")  # fmt: skip
+    for effect in dropout_effects(rows, params):
+        line = (f"dropout at {effect['series']}: best rate {effect['best_dropout']:g}, validation "
+                f"{effect['gain_validation_accuracy']:+.4f} over rate 0")  # fmt: skip
+        if "gain_test_accuracy" in effect:
+            best = f"{effect['best_test_accuracy']:.4f} ± {effect['best_test_accuracy_std']:.4f}"
+            without = f"{effect['no_dropout_test_accuracy']:.4f} ± {effect['no_dropout_test_accuracy_std']:.4f}"
+            line += f"; test {best} against {without} at rate 0"
+        print(line)
+    print(f"sweep: wrote {args.output}")
     return 0
 
 
