@@ -19,7 +19,7 @@ def experiment(name: str, dropout: float, seed: int, validation: float, test: fl
     """One exp_show row; `train.accuracy` is a metric that shares the params' `train.` prefix."""
     row = {"Experiment": name, "typ": "branch_commit", "train.dropout": dropout, "train.seed": seed,
            "train.hidden_units": [200, 100, 60], "train.accuracy": validation - 0.01,
-           "validation.accuracy": validation, "test.accuracy": test}  # fmt: skip
+           "validation.accuracy": validation, "validation.loss": 1 - validation, "test.accuracy": test}  # fmt: skip
     return row | {f"train.{key}": value for key, value in params.items()}
 
 
@@ -69,7 +69,7 @@ WIDTHS = [  # two widths: the wide one's best rate is higher; its test accuracy 
 ]  # fmt: skip
 
 
-def test_dropout_effect_per_width_compares_the_best_rate_with_rate_0_on_validation() -> None:
+def test_dropout_effect_per_width_compares_the_best_rate_above_0_with_rate_0_on_validation() -> None:
     columns, table = sweep_rows(WIDTHS, PARAMS)
     narrow, wide = dropout_effects(table, columns)
     assert (narrow["series"], narrow["best_dropout"]) == ("hidden_units [200, 100, 60]", 0.2)
@@ -87,7 +87,8 @@ def test_the_report_shows_test_accuracy_for_the_chosen_point_only(tmp_path: Path
     assert chosen["experiment"] == "w4 w4b"  # not w2, whose test accuracy is higher
     rows = list(csv.DictReader((tmp_path / "dropout.csv").read_text().splitlines()))
     assert list(rows[0]) == [
-        "dropout", "hidden_units", "series", "seeds", "validation_accuracy", "validation_accuracy_std", "experiment"
+        "dropout", "hidden_units", "series", "seeds", "validation_accuracy", "validation_accuracy_std",
+        "validation_loss", "validation_loss_std", "experiment",
     ]  # fmt: skip
     assert [(row["hidden_units"], row["dropout"]) for row in rows][:2] == [
         ("[200, 100, 60]", "0.0"),
@@ -98,3 +99,16 @@ def test_the_report_shows_test_accuracy_for_the_chosen_point_only(tmp_path: Path
     plot = (tmp_path / "sweep.svg").read_text()
     assert plot.count("<polyline") == 2 and plot.count('r="8"') == 1  # a line per width; the chosen point ringed
     assert "its test accuracy 0.8700 ± 0.0141" in plot and "0.99" not in plot
+
+
+def test_dropout_effect_is_negative_where_no_rate_above_0_beats_rate_0() -> None:
+    rows = [
+        experiment("z", 0.0, 1, 0.90, 0.89),
+        experiment("a", 0.1, 1, 0.88, 0.87),
+        experiment("b", 0.3, 1, 0.85, 0.8),
+    ]
+    columns, table = sweep_rows(rows, PARAMS)
+    (effect,) = dropout_effects(table, columns)
+    assert choose(table)["dropout"] == 0.0
+    assert effect["best_dropout"] == 0.1 and effect["gain_validation_accuracy"] == pytest.approx(-0.02)
+    assert (effect["best_test_accuracy"], effect["no_dropout_test_accuracy"]) == (0.87, 0.89)

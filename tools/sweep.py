@@ -29,7 +29,8 @@ from stages.atomic import atomic_file
 
 DEFAULT_OUTPUT = Path("reports/sweep")
 RATE, SEED, VALIDATION, TEST = "train.dropout", "train.seed", "validation.accuracy", "test.accuracy"
-SCORES = {"validation_accuracy": VALIDATION, "test_accuracy": TEST}
+# Validation loss is shown beside the accuracy: dropout can leave accuracy alone and still change the loss.
+SCORES = {"validation_accuracy": VALIDATION, "validation_loss": "validation.loss", "test_accuracy": TEST}
 SIGNIFICANT_DIGITS = 12  # Hydra's float ranges add 1e-17 noise (0.30000000000000004): equal rates group together
 
 
@@ -117,21 +118,22 @@ def score(row: Mapping[str, Any], column: str) -> str:
 
 
 def dropout_effects(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> list[dict[str, Any]]:
-    """Per line of the plot that has rate 0 and another rate: its best rate on validation against rate 0.
+    """Per line of the plot with rate 0 and a rate above 0: its best rate above 0 on validation against rate 0.
 
-    Test accuracy is given for the chosen point's line only (its best rate is the chosen point): the answer to
-    how much dropout helps there, reported after the choice, never used for it.
+    How much dropout helps on that line (the gain is negative where it hurts). Test accuracy is given for the
+    chosen point's line only: reported after the choice, never used for it.
     """
     chosen_series = series_label(choose(rows), params)
     effects = []
     for series in dict.fromkeys(series_label(row, params) for row in rows):
         points = [row for row in rows if series_label(row, params) == series]
         without = [row for row in points if row["dropout"] == 0.0]
-        if not without or len(points) < 2:
+        with_dropout = [row for row in points if row["dropout"] > 0.0]
+        if not without or not with_dropout:
             continue
-        best, zero = choose(points), without[0]
+        best, zero = choose(with_dropout), without[0]
         effect = {"series": series, "best_dropout": best["dropout"]}
-        columns = ("validation_accuracy", "test_accuracy") if series == chosen_series else ("validation_accuracy",)
+        columns = ("validation_accuracy", "validation_loss", *(("test_accuracy",) if series == chosen_series else ()))
         for column in columns:
             effect |= {
                 f"best_{column}": best[column], f"best_{column}_std": best[f"{column}_std"],
@@ -204,7 +206,8 @@ def pull_experiments(git_remote: str, rev: str) -> None:
 def write_report(rows: Sequence[Mapping[str, Any]], params: Sequence[str], output: Path) -> Mapping[str, Any]:
     """The table (validation only), the choice with its test accuracy, dropout's effect, and the plot."""
     chosen = choose(rows)
-    columns = [*params, "series", "seeds", "validation_accuracy", "validation_accuracy_std", "experiment"]
+    scores = ("validation_accuracy", "validation_accuracy_std", "validation_loss", "validation_loss_std")
+    columns = [*params, "series", "seeds", *scores, "experiment"]
     with atomic_file(output / "dropout.csv") as table, open(table, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, columns, extrasaction="ignore")
         writer.writeheader()
@@ -234,11 +237,12 @@ def report(args: argparse.Namespace) -> int:
     for row in rows:
         mark = "  <- chosen" if row is chosen else ""
         print(f"{point_label(row, params)}  seeds {row['seeds']}  validation {score(row, 'validation_accuracy')}"
+              f" (loss {score(row, 'validation_loss')})"
               f"  {row['experiment']}{mark}")  # fmt: skip
     print(f"sweep: chose {point_label(chosen, params)} on mean validation accuracy "
           f"{score(chosen, 'validation_accuracy')}; its test accuracy {score(chosen, 'test_accuracy')}")  # fmt: skip
     for effect in dropout_effects(rows, params):
-        line = (f"dropout at {effect['series']}: best rate {effect['best_dropout']:g}, validation "
+        line = (f"dropout at {effect['series']}: best rate above 0 is {effect['best_dropout']:g}, validation "
                 f"{effect['gain_validation_accuracy']:+.4f} over rate 0")  # fmt: skip
         if "gain_test_accuracy" in effect:
             best = f"{effect['best_test_accuracy']:.4f} ± {effect['best_test_accuracy_std']:.4f}"
