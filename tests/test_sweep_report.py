@@ -72,10 +72,10 @@ WIDTHS = [  # two widths: the wide one's best rate is higher; its test accuracy 
 def test_dropout_effect_per_width_compares_the_best_rate_above_0_with_rate_0_on_validation() -> None:
     columns, table = sweep_rows(WIDTHS, PARAMS)
     narrow, wide = dropout_effects(table, columns)
-    assert (narrow["series"], narrow["best_dropout"]) == ("hidden_units [200, 100, 60]", 0.2)
+    assert (narrow["series"], narrow["best_dropout"]) == ("hidden_units=[200, 100, 60]", 0.2)
     assert narrow["gain_validation_accuracy"] == pytest.approx(0.03)
     assert "best_test_accuracy" not in narrow  # test accuracy only on the chosen point's line
-    assert (wide["series"], wide["best_dropout"]) == ("hidden_units [500]", 0.4)
+    assert (wide["series"], wide["best_dropout"]) == ("hidden_units=[500]", 0.4)
     assert wide["gain_validation_accuracy"] == pytest.approx(0.07)
     assert wide["best_test_accuracy"] == pytest.approx(0.87) and wide["no_dropout_test_accuracy"] == pytest.approx(0.8)
     assert wide["best_test_accuracy_std"] == pytest.approx(0.0141, abs=1e-4)

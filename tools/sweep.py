@@ -109,8 +109,9 @@ def point_label(row: Mapping[str, Any], params: Sequence[str]) -> str:
 
 
 def series_label(row: Mapping[str, Any], params: Sequence[str]) -> str:
-    """The grid point without its rate: the line it belongs to in a plot against the rate."""
-    return point_label(row, params[1:]) or "dropout only"
+    """The grid point without its rate, `key=value ...`: the line it belongs to in a plot against the rate."""
+    settings = [f"{key}={row[key] if isinstance(row[key], str) else json.dumps(row[key])}" for key in params[1:]]
+    return " ".join(settings) or "dropout only"
 
 
 def score(row: Mapping[str, Any], column: str) -> str:
@@ -147,7 +148,7 @@ def dropout_effects(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) ->
 def svg_plot(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> str:
     """Mean validation accuracy against the rate, ± one standard deviation over seeds as bars, one line per
     combination of the other params; the chosen point ringed and labelled with its test accuracy."""
-    width, height, margin, plot_right = 900, 420, 60, 560
+    width, height, margin, plot_right = 1000, 420, 60, 560
     chosen = choose(rows)
     rates = [row["dropout"] for row in rows]
     lows = [row["validation_accuracy"] - row["validation_accuracy_std"] for row in rows]
@@ -171,8 +172,10 @@ def svg_plot(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> str:
              "validation accuracy (mean ± std over seeds)</text>"]  # fmt: skip
     for tick in sorted(set(rates)):
         parts.append(f'<text x="{x(tick):.1f}" y="{height - margin + 18}" text-anchor="middle">{tick:g}</text>')
-    for tick in (min(lows), (min(lows) + max(highs)) / 2, max(highs)):
+    for step in range(5):
+        tick = min(lows) + step / 4 * y_span
         parts.append(f'<text x="{margin - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.3f}</text>')
+        parts.append(f'<line x1="{margin}" x2="{plot_right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#ddd"/>')
     for index, (name, points) in enumerate(series.items()):
         colour = colours[index % len(colours)]
         path = " ".join(f"{x(p['dropout']):.1f},{y(p['validation_accuracy']):.1f}" for p in points)
