@@ -154,7 +154,7 @@ def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
     (effect,) = choice["dropout_effect"]  # rates 0.0, 0.3 and 0.5: the better of 0.3 and 0.5 against 0.0
     rows = {float(row["dropout"]): float(row["validation_accuracy"]) for row in sweep}
     assert effect["series"] == "dropout only" and effect["best_dropout"] == max((0.3, 0.5), key=rows.get)
-    assert effect["gain_validation_accuracy"] == pytest.approx(rows[effect["best_dropout"]] - rows[0.0])
+    assert effect["change_validation_accuracy"] == pytest.approx(rows[effect["best_dropout"]] - rows[0.0])
     assert 0.0 < effect["no_dropout_test_accuracy"] < 1.0
     assert "<- chosen" in report
 

@@ -73,10 +73,10 @@ def test_dropout_effect_per_width_compares_the_best_rate_above_0_with_rate_0_on_
     columns, table = sweep_rows(WIDTHS, PARAMS)
     narrow, wide = dropout_effects(table, columns)
     assert (narrow["series"], narrow["best_dropout"]) == ("hidden_units=[200, 100, 60]", 0.2)
-    assert narrow["gain_validation_accuracy"] == pytest.approx(0.03)
+    assert narrow["change_validation_accuracy"] == pytest.approx(0.03)
     assert "best_test_accuracy" not in narrow  # test accuracy only on the chosen point's line
     assert (wide["series"], wide["best_dropout"]) == ("hidden_units=[500]", 0.4)
-    assert wide["gain_validation_accuracy"] == pytest.approx(0.07)
+    assert wide["change_validation_accuracy"] == pytest.approx(0.07)
     assert wide["best_test_accuracy"] == pytest.approx(0.87) and wide["no_dropout_test_accuracy"] == pytest.approx(0.8)
     assert wide["best_test_accuracy_std"] == pytest.approx(0.0141, abs=1e-4)
 
@@ -110,5 +110,5 @@ def test_dropout_effect_is_negative_where_no_rate_above_0_beats_rate_0() -> None
     columns, table = sweep_rows(rows, PARAMS)
     (effect,) = dropout_effects(table, columns)
     assert choose(table)["dropout"] == 0.0
-    assert effect["best_dropout"] == 0.1 and effect["gain_validation_accuracy"] == pytest.approx(-0.02)
+    assert effect["best_dropout"] == 0.1 and effect["change_validation_accuracy"] == pytest.approx(-0.02)
     assert (effect["best_test_accuracy"], effect["no_dropout_test_accuracy"]) == (0.87, 0.89)

@@ -121,8 +121,9 @@ def score(row: Mapping[str, Any], column: str) -> str:
 def dropout_effects(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> list[dict[str, Any]]:
     """Per line of the plot with rate 0 and a rate above 0: its best rate above 0 on validation against rate 0.
 
-    How much dropout helps on that line (the gain is negative where it hurts). Test accuracy is given for the
-    chosen point's line only: reported after the choice, never used for it.
+    How much dropout helps on that line: each `change_…` is the best rate above 0 minus rate 0, so an accuracy
+    change below 0 means dropout hurts. Test accuracy is given for the chosen point's line only: reported after
+    the choice, never used for it.
     """
     chosen_series = series_label(choose(rows), params)
     effects = []
@@ -139,7 +140,7 @@ def dropout_effects(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) ->
             effect |= {
                 f"best_{column}": best[column], f"best_{column}_std": best[f"{column}_std"],
                 f"no_dropout_{column}": zero[column], f"no_dropout_{column}_std": zero[f"{column}_std"],
-                f"gain_{column}": best[column] - zero[column],
+                f"change_{column}": best[column] - zero[column],
             }  # fmt: skip
         effects.append(effect)
     return effects
@@ -246,8 +247,8 @@ def report(args: argparse.Namespace) -> int:
           f"{score(chosen, 'validation_accuracy')}; its test accuracy {score(chosen, 'test_accuracy')}")  # fmt: skip
     for effect in dropout_effects(rows, params):
         line = (f"dropout at {effect['series']}: best rate above 0 is {effect['best_dropout']:g}, validation "
-                f"{effect['gain_validation_accuracy']:+.4f} over rate 0")  # fmt: skip
-        if "gain_test_accuracy" in effect:
+                f"{effect['change_validation_accuracy']:+.4f} over rate 0")  # fmt: skip
+        if "change_test_accuracy" in effect:
             best = f"{effect['best_test_accuracy']:.4f} ± {effect['best_test_accuracy_std']:.4f}"
             without = f"{effect['no_dropout_test_accuracy']:.4f} ± {effect['no_dropout_test_accuracy_std']:.4f}"
             line += f"; test {best} against {without} at rate 0"
