@@ -10,9 +10,9 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from tools.sweep import SweepError, choose, dropout_effects, param_keys, sweep_rows, write_report
+from tools.sweep import SweepError, choose, dropout_effects, param_defaults, sweep_rows, write_report
 
-PARAMS = param_keys(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
+PARAMS = param_defaults(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
 
 
 def experiment(name: str, dropout: float, seed: int, validation: float, test: float, **params: object) -> dict:
@@ -21,6 +21,17 @@ def experiment(name: str, dropout: float, seed: int, validation: float, test: fl
            "train.hidden_units": [200, 100, 60], "train.accuracy": validation - 0.01,
            "validation.accuracy": validation, "validation.loss": 1 - validation, "test.accuracy": test}  # fmt: skip
     return row | {f"train.{key}": value for key, value in params.items()}
+
+
+def test_integer_params_come_back_as_integers() -> None:
+    """dvc.api.exp_show gives every number as a float: 90 epochs would show as 90.0."""
+    rows = [experiment("a", 0.1, 1, 0.8, 0.7, epochs=90.0), experiment("b", 0.1, 1, 0.8, 0.7, epochs=30.0)]
+    rows.append(experiment("c", 0.1, 1, 0.8, 0.7, epochs=30.0, hidden_units="[50, 20]"))  # a list, as its text
+    columns, table = sweep_rows(rows, PARAMS)
+    assert columns == ["dropout", "epochs", "hidden_units"]
+    assert [(row["epochs"], type(row["epochs"]), row["hidden_units"]) for row in table] == [
+        (30, int, [50, 20]), (30, int, [200, 100, 60]), (90, int, [200, 100, 60])
+    ]  # fmt: skip
 
 
 def test_float_noise_from_a_range_is_one_rate() -> None:

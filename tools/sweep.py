@@ -38,8 +38,14 @@ class SweepError(Exception):
     pass
 
 
-def normalised(value: object) -> object:
-    """A param value with float noise rounded away, so that 0.30000000000000004 and 0.3 are one rate."""
+def normalised(value: object, default: object = None) -> object:
+    """A param value with float noise rounded away, so that 0.30000000000000004 and 0.3 are one rate; integer and
+    list params (by their default in params.yaml) back to int and list: `dvc.api.exp_show` gives every number as a
+    float and a list as its text."""
+    if isinstance(value, str) and isinstance(default, list):
+        value = yaml.safe_load(value)
+    if isinstance(value, float) and type(default) is int and value.is_integer():
+        return int(value)
     if isinstance(value, float):
         return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
     if isinstance(value, list):
@@ -47,15 +53,21 @@ def normalised(value: object) -> object:
     return value
 
 
-def param_keys(document: Mapping[str, Any]) -> set[str]:
-    """`section.key` of every param in a params.yaml document (exp_show also names metrics `train.accuracy`)."""
-    return {f"{section}.{key}" for section, table in document.items() if isinstance(table, dict) for key in table}
+def param_defaults(document: Mapping[str, Any]) -> dict[str, Any]:
+    """`section.key` of every param in a params.yaml document, with its value there (exp_show also names metrics
+    `train.accuracy`: only these keys are params)."""
+    return {
+        f"{section}.{key}": value
+        for section, table in document.items()
+        if isinstance(table, dict)
+        for key, value in table.items()
+    }
 
 
-def finished_experiments(experiments: Sequence[Mapping[str, Any]], params: set[str]) -> list[dict[str, Any]]:
+def finished_experiments(experiments: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """`dvc.api.exp_show()` rows of experiments that finished, params normalised."""
     rows = [
-        {key: normalised(value) if key in params else value for key, value in row.items()}
+        {key: normalised(value, params[key]) if key in params else value for key, value in row.items()}
         for row in experiments
         if row.get("typ") in ("branch_commit", "branch_base") and row.get(VALIDATION) is not None
     ]
@@ -64,13 +76,15 @@ def finished_experiments(experiments: Sequence[Mapping[str, Any]], params: set[s
     return rows
 
 
-def grid_keys(rows: Sequence[Mapping[str, Any]], params: set[str]) -> list[str]:
+def grid_keys(rows: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> list[str]:
     """The params that differ between experiments, except the seed: they define a grid point. Dropout first."""
-    varying = [key for key in sorted(params - {SEED}) if len({json.dumps(row.get(key)) for row in rows}) > 1]
+    varying = [key for key in sorted(set(params) - {SEED}) if len({json.dumps(row.get(key)) for row in rows}) > 1]
     return [RATE, *(key for key in varying if key != RATE)]
 
 
-def sweep_rows(experiments: Sequence[Mapping[str, Any]], params: set[str]) -> tuple[list[str], list[dict[str, Any]]]:
+def sweep_rows(
+    experiments: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
+) -> tuple[list[str], list[dict[str, Any]]]:
     """(param columns, one row per grid point: its params, the seeds, mean and standard deviation over them)."""
     rows = finished_experiments(experiments, params)
     keys = grid_keys(rows, params)
@@ -233,7 +247,7 @@ def report(args: argparse.Namespace) -> int:
         pull_experiments(args.git_remote, args.rev)
         document = yaml.safe_load(subprocess.run(["git", "show", f"{args.rev}:params.yaml"], capture_output=True,
                                                  text=True, check=True).stdout)  # fmt: skip
-        params, rows = sweep_rows(dvc.api.exp_show(revs=[args.rev]), param_keys(document))
+        params, rows = sweep_rows(dvc.api.exp_show(revs=[args.rev]), param_defaults(document))
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 1
