@@ -163,7 +163,7 @@ def dropout_effects(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) ->
 def svg_plot(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> str:
     """Mean validation accuracy against the rate, ± one standard deviation over seeds as bars, one line per
     combination of the other params; the chosen point ringed and labelled with its test accuracy."""
-    width, height, margin, plot_right = 1000, 420, 60, 560
+    width, height, margin, plot_right = 1120, 420, 60, 560
     chosen = choose(rows)
     rates = [row["dropout"] for row in rows]
     lows = [row["validation_accuracy"] - row["validation_accuracy_std"] for row in rows]
