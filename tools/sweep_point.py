@@ -82,7 +82,7 @@ def tool_env() -> dict[str, str]:
 
     The nanny sets `MALLOC_TRIM_THRESHOLD_` so that its worker returns memory to the system. Inherited by the train
     stage, it switches off glibc's adaptive mmap threshold: every step's gradients were then mapped and unmapped
-    afresh, and a 60-epoch point trained in about 125 s instead of 75 s (bench/sweep_scaling.py, docs/sweeps.md).
+    afresh, and a 60-epoch point trained in 124–140 s instead of 84 s (docs/sweeps.md).
     """
     environment = {key: value for key, value in os.environ.items() if key != "MALLOC_TRIM_THRESHOLD_"}
     return environment | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
