@@ -50,6 +50,7 @@ from pathlib import Path
 import yaml
 
 from stages.kernels import describe_host, describe_kernels
+from tools import sweep_point
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_PROGRAM = REPO_ROOT / "bench" / "seed_program.py"
@@ -146,9 +147,7 @@ def tool_env() -> dict[str, str]:
         for role in ("AUTHOR", "COMMITTER")
         for part, value in (("NAME", "bench"), ("EMAIL", "bench@example.com"))
     }
-    return (
-        os.environ | identity | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
-    )
+    return sweep_point.tool_env() | identity
 
 
 def run(command: Sequence[str | Path], cwd: Path) -> Run:

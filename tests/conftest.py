@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tools import sweep_point
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_MIRROR = Path("/usr/share/datasets/fashion-mnist")
@@ -27,11 +28,10 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 
 def tool_env() -> dict[str, str]:
-    """The environment for `dvc` and stage processes: this venv first on PATH, no analytics."""
-    return os.environ | {
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    """The environment of a sweep point's commands (this venv first on PATH, no analytics), plus this checkout on
+    PYTHONPATH and a git identity for the tests' commits."""
+    return sweep_point.tool_env() | {
         "PYTHONPATH": str(REPO_ROOT),
-        "DVC_NO_ANALYTICS": "1",
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
     }  # fmt: skip

@@ -224,7 +224,7 @@ def pull_experiments(git_remote: str, rev: str) -> None:
 def write_report(rows: Sequence[Mapping[str, Any]], params: Sequence[str], output: Path) -> Mapping[str, Any]:
     """The table (validation only), the choice with its test accuracy, dropout's effect, and the plot."""
     chosen = choose(rows)
-    scores = ("validation_accuracy", "validation_accuracy_std", "validation_loss", "validation_loss_std")
+    scores = [f"{column}{suffix}" for column in SCORES if column != "test_accuracy" for suffix in ("", "_std")]
     columns = [*params, "series", "seeds", *scores, "experiment"]
     with atomic_file(output / "dropout.csv") as table, open(table, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, columns, extrasaction="ignore")
@@ -263,8 +263,7 @@ def report(args: argparse.Namespace) -> int:
         line = (f"dropout at {effect['series']}: best rate above 0 is {effect['best_dropout']:g}, validation "
                 f"{effect['change_validation_accuracy']:+.4f} over rate 0")  # fmt: skip
         if "change_test_accuracy" in effect:
-            best = f"{effect['best_test_accuracy']:.4f} ± {effect['best_test_accuracy_std']:.4f}"
-            without = f"{effect['no_dropout_test_accuracy']:.4f} ± {effect['no_dropout_test_accuracy_std']:.4f}"
+            best, without = score(effect, "best_test_accuracy"), score(effect, "no_dropout_test_accuracy")
             line += f"; test {best} against {without} at rate 0"
         print(line)
     print(f"sweep: wrote {args.output}")
