@@ -1,29 +1,31 @@
 # The two commands the README names: `make pipeline` and `make test`. Both create .venv first.
-# With npm, setup also builds the offline plots page (`make plots`); without it, DVC's pages load Vega from a CDN.
+# setup installs the locked dependencies and the project itself (editable) into .venv, so every process started
+# from that venv imports `stages` and `fmnist` from any directory. With npm it also builds the offline plots page.
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup plots pipeline test test-slow test-all lint
+.PHONY: setup plots pipeline test test-slow test-all lint lock
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed
 	@if ! command -v npm >/dev/null; then echo "setup: no npm: dvc plots pages will load Vega from a CDN"; \
 	elif ! $(MAKE) --no-print-directory --silent plots; then echo "setup: no offline plots page: dvc plots pages will load Vega from a CDN"; fi
 
-# The page and its setting in .dvc/config.local (see tools/offline_plots.py); rebuilt when its inputs change.
-PLOTS_PAGE := tools/plots/offline-plots.html
+# The page and its setting in .dvc/config.local (see fmnist/offline_plots.py); rebuilt when its inputs change.
+PLOTS_PAGE := fmnist/plots_page/offline-plots.html
 
 plots: $(PLOTS_PAGE)
 
-$(PLOTS_PAGE): tools/offline_plots.py tools/plots/package-lock.json | $(VENV)/.installed
-	python -m tools.offline_plots --output $@
+$(PLOTS_PAGE): fmnist/offline_plots.py fmnist/plots_page/package-lock.json | $(VENV)/.installed
+	python -m fmnist.offline_plots --output $@
 
 pipeline: setup
 	dvc repro
@@ -39,3 +41,9 @@ test-all: setup
 
 lint: setup
 	ruff check . && ruff format --check .
+
+# Re-resolve requirements.lock from pyproject.toml, keeping every pin that still fits (pip-tools' pip-compile).
+lock: setup
+	python -m pip install --quiet pip-tools
+	python -m piptools compile --quiet --all-extras --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file=requirements.lock pyproject.toml

@@ -22,7 +22,7 @@ In one run, on this machine, it measures:
    workers (`dvc exp run --queue -S ...`, then `dvc queue start -j 2`, polling `dvc queue status`
    every few seconds until every result is in). Each sweep run gets its own
    `train.seed`, so that no run is restored from the run-cache. The train stage pins TensorFlow to
-   one thread (stages/runtime.py), which is what lets two workers share two cores.
+   one thread (fmnist/tensorflow_setup.py), which is what lets two workers share two cores.
 
 Every figure is the median of `--repeats` runs, and each run's value is printed beside it.
 Other work on the machine skews every figure: the load average at start and end is printed.
@@ -49,8 +49,8 @@ from pathlib import Path
 
 import yaml
 
-from stages.kernels import describe_host, describe_kernels
-from tools import sweep_point
+from fmnist.cpuinfo import describe_host, describe_kernels
+from fmnist.sweep import task as sweep_point
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_PROGRAM = REPO_ROOT / "bench" / "seed_program.py"

@@ -34,12 +34,12 @@ from bench.benchmark import (
     read_params,
     run,
 )
-from stages.kernels import describe_host, describe_kernels
+from fmnist.cpuinfo import describe_host, describe_kernels
 
 if TYPE_CHECKING:
-    from stages.dataset import Split
-    from stages.runtime import keras
-    from stages.train import TrainParams
+    from fmnist.dataset import Split
+    from fmnist.tensorflow_setup import keras
+    from fmnist.train_params import TrainParams
 
 PREPARED = REPO_ROOT / "data" / "prepared"
 IMAGE_PIXELS, CLASSES = 28 * 28, 10
@@ -54,7 +54,7 @@ class Lever:
     jit_compile: bool = False
     compiled_loop: bool = False
     op_determinism: bool = True
-    kernels: tuple[tuple[str, str | None], ...] = ()  # changes to stages.kernels.KERNEL_ENVIRONMENT
+    kernels: tuple[tuple[str, str | None], ...] = ()  # changes to fmnist.kernels.KERNEL_ENVIRONMENT
 
 
 LEVERS = {
@@ -100,7 +100,7 @@ def keras_fit(
     model: keras.Model, train: Split, validation: Split, params: TrainParams, validation_batch_size: int
 ) -> list[dict[str, float]]:
     """Train as the stage did before its compiled loop: `fit` once per epoch on the shuffled arrays."""
-    from stages.train import epoch_order
+    from fmnist.training import epoch_order
 
     history = []
     for epoch in range(params.epochs):
@@ -123,7 +123,7 @@ def keras_fit(
 
 def seed_params(epochs: int) -> TrainParams:
     """The seed program's network and optimiser (bench.benchmark.SEED_HYPERPARAMETERS), seeded."""
-    from stages.train import TrainParams
+    from fmnist.train_params import TrainParams
 
     values = {key.split(".")[1]: value for key, value in SEED_HYPERPARAMETERS.items()}
     return TrainParams(**values | {"hidden_units": tuple(values["hidden_units"]), "epochs": epochs, "seed": 42})
@@ -131,12 +131,13 @@ def seed_params(epochs: int) -> TrainParams:
 
 def train_variant(lever: Lever, epochs: int) -> None:
     """Child: train with one lever and print the epoch lines and the final weights' SHA-256."""
-    from stages.kernels import KERNEL_ENVIRONMENT
+    from fmnist.kernels import KERNEL_ENVIRONMENT
 
-    KERNEL_ENVIRONMENT.update(lever.kernels)  # read when stages.runtime imports TensorFlow, just below
-    from stages.dataset import load_split
-    from stages.runtime import configure_tensorflow, keras
-    from stages.train import VALIDATION_BATCH_SIZE, build_model, train_model
+    KERNEL_ENVIRONMENT.update(lever.kernels)  # read when fmnist.tensorflow_setup imports TensorFlow, just below
+    from fmnist.dataset import load_split
+    from fmnist.tensorflow_setup import configure_tensorflow, keras
+    from fmnist.training import VALIDATION_BATCH_SIZE, train_model
+    from fmnist.model import build_model
 
     params = seed_params(epochs)
     # The loop takes the images as the stage holds them (pixels); `fit` as the seed does (floats).
@@ -161,7 +162,7 @@ def train_variant(lever: Lever, epochs: int) -> None:
 
 def matmul_floor(epochs: int) -> None:
     """Child: per epoch, only the matrix products of forward and backward at the seed's batch size, 1 thread."""
-    from stages.runtime import configure_tensorflow, tf
+    from fmnist.tensorflow_setup import configure_tensorflow, tf
 
     params = seed_params(epochs)
     configure_tensorflow(params.seed)
@@ -196,9 +197,9 @@ def lean_step(epochs: int) -> None:
     no metrics: not Keras's math to the bit, so not a candidate for the stage, but a bound on what
     any hand-written step could gain over Keras's `train_step` in the same loop.
     """
-    from stages.dataset import load_split
-    from stages.runtime import configure_tensorflow, tf
-    from stages.train import epoch_order, tensor_view
+    from fmnist.dataset import load_split
+    from fmnist.tensorflow_setup import configure_tensorflow, tf
+    from fmnist.training import epoch_order, tensor_view
 
     params = seed_params(epochs)
     configure_tensorflow(params.seed)

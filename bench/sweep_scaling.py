@@ -1,4 +1,4 @@
-"""Sweep throughput: `tools.sweep run` on a Dask LocalCluster against the same points run one after another and
+"""Sweep throughput: `fmnist.sweep run` on a Dask LocalCluster against the same points run one after another and
 against DVC's queue, and the per-point overhead of the distributed path (clone, pull, publish).
 
 Run from the repository root (about 5 minutes with the defaults on a 2-core machine):
@@ -11,8 +11,8 @@ SWEEP_RATES dropout rates, each measurement with new seeds so that nothing is re
 
 1. `dvc exp run -S …` one after another in the project (no clone, no publishing);
 2. the same queued, `dvc queue start -j 2` (bench.benchmark's sweep);
-3. `tools.sweep run` on a LocalCluster of 1 worker: the distributed path one point after another;
-4. `tools.sweep run` on a LocalCluster of 2 workers.
+3. `fmnist.sweep run` on a LocalCluster of 1 worker: the distributed path one point after another;
+4. `fmnist.sweep run` on a LocalCluster of 2 workers.
 
 It prints wall seconds, throughput relative to (1), the median seconds per point of each phase of (3) and (4)
 (clone, `dvc exp run --pull`, publish) as the tasks timed them, the CPU and the load average at start and end.
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.benchmark import SWEEP_RATES, commit, copy_project, git, log, set_params, sweep, tool_env
-from stages.kernels import describe_host, describe_kernels
+from fmnist.cpuinfo import describe_host, describe_kernels
 
 VENV_BIN = Path(sys.executable).parent
 TARGET_SPEEDUP = 1.7
@@ -51,14 +51,14 @@ def setup(root: Path, epochs: int) -> Path:
     git(project, "push", "-q", "origin", "HEAD:refs/heads/main")
     env = tool_env()
     for command in (["dvc", "remote", "add", "--local", "--default", "team", str(root / "storage")],
-                    ["dvc", "repro", "prepare"], [sys.executable, "-m", "tools.share", "push"]):  # fmt: skip
+                    ["dvc", "repro", "prepare"], [sys.executable, "-m", "fmnist.dvc_gaps.share", "push"]):  # fmt: skip
         subprocess.run(command, cwd=project, env=env, check=True, capture_output=True)
     return project
 
 
 def dask_sweep(project: Path, workers: int, seed: int) -> tuple[float, dict[str, list[float]]]:
-    """Wall seconds of `tools.sweep run` on a LocalCluster, and each phase's seconds of every point."""
-    from tools import sweep_run
+    """Wall seconds of `fmnist.sweep run` on a LocalCluster, and each phase's seconds of every point."""
+    from fmnist.sweep import driver as sweep_run
 
     parser = argparse.ArgumentParser()
     sweep_run.add_arguments(parser)
@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"{points} points on DVC's queue, -j 2")
         walls["DVC queue, `dvc queue start -j 2`"] = sweep(project, args.epochs, 1100, queued=True)
         for workers, seed in ((1, 1200), (2, 1300)):
-            log(f"{points} points with tools.sweep run, LocalCluster of {workers}")
-            label = f"`tools.sweep run --workers {workers}` (LocalCluster)"
+            log(f"{points} points with fmnist.sweep run, LocalCluster of {workers}")
+            label = f"`fmnist.sweep run --workers {workers}` (LocalCluster)"
             walls[label], phases[workers] = dask_sweep(project, workers, seed)
     print(f"end: {load()}")
     print(f"\n{points} points, {args.epochs} epochs each; throughput relative to `dvc exp run` one after another\n")
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for workers, seconds in phases.items():
         cells = [f"{statistics.median(v):.1f} ({', '.join(f'{x:.1f}' for x in v)})" for v in seconds.values()]
         print(f"| {workers} | {' | '.join(cells)} |")
-    one, two = (walls[f"`tools.sweep run --workers {workers}` (LocalCluster)"] for workers in (1, 2))
+    one, two = (walls[f"`fmnist.sweep run --workers {workers}` (LocalCluster)"] for workers in (1, 2))
     print(
         f"\noverhead of the distributed path per point (1 worker vs `dvc exp run`): {(one - baseline) / points:.1f} s"
     )

@@ -10,28 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools import sweep_point
+from fmnist.idx import idx_bytes
+from fmnist.processes import VENV_BIN, tool_env as project_tool_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_MIRROR = Path("/usr/share/datasets/fashion-mnist")
-VENV_BIN = Path(sys.executable).parent
 
 requires_debian_data = pytest.mark.skipif(
     not DEBIAN_MIRROR.is_dir(), reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
 )
 
 
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Encode a uint8 array as an IDX file (the format of the original Fashion-MNIST files)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-
-
 def tool_env() -> dict[str, str]:
-    """The environment of a sweep point's commands (this venv first on PATH, no analytics), plus this checkout on
-    PYTHONPATH and a git identity for the tests' commits."""
-    return sweep_point.tool_env() | {
-        "PYTHONPATH": str(REPO_ROOT),
+    """The project's command environment (`fmnist.processes`) plus a git identity for the tests' commits.
+
+    No PYTHONPATH: the project is installed in the venv, as `make setup` installs it for a user."""
+    return project_tool_env() | {
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
     }  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.cli import exit_with_parent
+from fmnist.runner import exit_with_parent
 
 SSHD = Path("/usr/sbin/sshd")
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.atomic import atomic_file
-from stages.cli import EXIT_ERROR, EXIT_INTERRUPTED, run_stage, writing
+from fmnist.atomic import atomic_file
+from fmnist.errors import writing
+from fmnist.runner import EXIT_ERROR, EXIT_INTERRUPTED, run_stage
 
 
 class SignalsWhenCollected:

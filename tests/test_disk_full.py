@@ -21,8 +21,8 @@ import pytest
 from conftest import dvc, git, idx_bytes, make_project, requires_debian_data, run, set_param
 from test_sharing import share
 
-from stages.atomic import TEMP_PREFIX
-from tools.check_cache import corrupted_objects
+from fmnist.atomic import TEMP_PREFIX
+from fmnist.dvc_gaps.check_cache import corrupted_objects
 
 MEGABYTE = 1_000_000
 DISK_SIZE = "64m"
@@ -91,7 +91,7 @@ def temporaries(project: Path) -> list[Path]:
 
 
 def check_cache(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "tools.check_cache", *args], cwd=project, check=False)
+    return run([sys.executable, "-m", "fmnist.dvc_gaps.check_cache", *args], cwd=project, check=False)
 
 
 def assert_one_line_failure(result: subprocess.CompletedProcess[str], line: str) -> None:

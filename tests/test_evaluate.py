@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.evaluate import confusion_matrix, score
+from fmnist.scores import confusion_matrix, score
 
 
 def one_hot(predicted: list[int], classes: int = 3, confidence: float = 0.8) -> np.ndarray:

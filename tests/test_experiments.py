@@ -109,7 +109,7 @@ def test_plots_page_uses_the_cdn_until_the_offline_page_is_built(project: Path) 
     assert "https://cdn.jsdelivr.net/npm/vega@" in before
     assert marks(sweep_chart(charts(rendered_dom(project / "before/index.html")))) == {}
 
-    run([sys.executable, "-m", "tools.offline_plots"], cwd=project)
+    run([sys.executable, "-m", "fmnist.offline_plots"], cwd=project)
     dvc(project, "plots", "show", "-o", "after")
     assert "<script src=" not in (project / "after/index.html").read_text()
     assert_readable_sweep(sweep_chart(charts(rendered_dom(project / "after/index.html"))), sweep_series(project))
@@ -117,7 +117,7 @@ def test_plots_page_uses_the_cdn_until_the_offline_page_is_built(project: Path) 
 
 
 def test_offline_plots_outside_a_dvc_repository_fails_in_one_line(tmp_path: Path) -> None:
-    result = run([sys.executable, "-m", "tools.offline_plots"], cwd=tmp_path, check=False)
+    result = run([sys.executable, "-m", "fmnist.offline_plots"], cwd=tmp_path, check=False)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "no .dvc directory" in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []
@@ -144,7 +144,7 @@ def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
     status = wait_for_queue(project)
     assert status.count("Success") == 2, status
 
-    report = run([sys.executable, "-m", "tools.sweep", "report"], cwd=project).stdout
+    report = run([sys.executable, "-m", "fmnist.sweep", "report"], cwd=project).stdout
     sweep = list(csv.DictReader((project / "reports/sweep/dropout.csv").read_text().splitlines()))
     assert [float(row["dropout"]) for row in sweep] == [0.0, 0.3, 0.5]
     assert "test_accuracy" not in sweep[0]  # reported once, for the chosen point
@@ -159,7 +159,7 @@ def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
     assert 0.0 < effect["no_dropout_test_accuracy"] < 1.0
     assert "<- chosen" in report
 
-    run([sys.executable, "-m", "tools.offline_plots"], cwd=project)
+    run([sys.executable, "-m", "fmnist.offline_plots"], cwd=project)
     dvc(project, "plots", "show", "-o", "shown")  # the offline page is now the default
     shown = charts(rendered_dom(project / "shown/index.html"))
     for name, metric in (("Loss", "loss"), ("Accuracy", "accuracy")):

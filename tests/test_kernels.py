@@ -1,4 +1,4 @@
-"""The same model bytes whatever TensorFlow variables the user has set (stages/kernels.py, issue #10).
+"""The same model bytes whatever TensorFlow variables the user has set (fmnist/kernels.py, issue #10).
 
 Each case runs the real train stage for 2 epochs in its own process (TensorFlow reads these
 variables once, at import) on the same small prepared data, and compares the model file's bytes.
@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, set_param, tool_env
 
-from stages.dataset import Split, normalise, save_split
-from stages.kernels import KERNEL_ENVIRONMENT, describe_host, pin_kernel_environment
+from fmnist.cpuinfo import describe_host
+from fmnist.dataset import Split, normalise, save_split
+from fmnist.kernels import KERNEL_ENVIRONMENT, pin_kernel_environment
 
 KERAS_JSON = {"floatx": "float64", "epsilon": 0.001, "backend": "jax", "image_data_format": "channels_last"}
 CASES = {
@@ -82,7 +83,7 @@ def test_the_users_tensorflow_variables_do_not_change_the_model_bytes(
 
 
 def test_pinning_after_tensorflow_was_imported_is_refused() -> None:
-    import stages.runtime  # noqa: F401  (TensorFlow is imported now)
+    import fmnist.tensorflow_setup  # noqa: F401  (TensorFlow is imported now)
 
     environment = {"TF_ENABLE_ONEDNN_OPTS": "1"}
     with pytest.raises(RuntimeError, match="TensorFlow was imported before"):
@@ -93,7 +94,7 @@ def test_pinning_after_tensorflow_was_imported_is_refused() -> None:
 def test_pinning_sets_and_removes_exactly_the_listed_variables() -> None:
     environment = {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_XLA_FLAGS": "--tf_xla_auto_jit=2", "HOME": "/home/user"}
     # In a fresh interpreter: this one may have imported TensorFlow already.
-    script = "import json, sys; from stages.kernels import pin_kernel_environment as pin; "
+    script = "import json, sys; from fmnist.kernels import pin_kernel_environment as pin; "
     script += "environment = json.loads(sys.argv[1]); pin(environment); print(json.dumps(environment))"
     result = subprocess.run(
         [sys.executable, "-c", script, json.dumps(environment)],

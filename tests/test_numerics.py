@@ -1,10 +1,10 @@
-"""tools.numerics: the per-epoch history the slow tier compares, and how it names a difference."""
+"""fmnist.numerics: the per-epoch history the slow tier compares, and how it names a difference."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tools.numerics import CURVE_FILES, first_difference, read_curves
+from fmnist.numerics import CURVE_FILES, first_difference, read_curves
 
 RECORDED = [
     {"loss": 1.08, "accuracy": 0.60, "val_loss": 0.63, "val_accuracy": 0.75},

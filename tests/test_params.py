@@ -12,10 +12,10 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, run, run_stage
 
-from stages.fetch import FetchParams
-from stages.params import ParamsError, load_params, parse_params
-from stages.prepare import PrepareParams
-from stages.train import TrainParams
+from fmnist.params import ParamsError, load_params, parse_params
+from fmnist.sources import FetchParams
+from fmnist.splits import PrepareParams
+from fmnist.train_params import TrainParams
 
 DEFAULTS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 
@@ -74,12 +74,15 @@ INVALID = [
     (TrainParams, "train.momentum", KeyError, "missing key 'train.momentum'"),
     (TrainParams, "train.lr_schedule", "step", "'train.lr_schedule' must be one of ['constant', 'cosine'], got 'step'"),
     (TrainParams, "train.lr_schedule", 1, "'train.lr_schedule' must be str, got 1"),
-    (PrepareParams, "prepare.val_size", 60000, "'prepare.val_size' must be in [10, 60000), got 60000"),
-    (PrepareParams, "prepare.val_size", 5, "'prepare.val_size' must be in [10, 60000), got 5"),
+    (PrepareParams, "prepare.val_size", 5, "'prepare.val_size' must be at least 10, got 5"),
     (PrepareParams, "prepare.seed", -1, "'prepare.seed' must be a non-negative integer, got -1"),
     (PrepareParams, "prepare.seed", None, "'prepare.seed' must be int, got None"),
     (FetchParams, "fetch.sources", [], "'fetch.sources' must be a non-empty list of directories or URLs, got []"),
     (FetchParams, "fetch.sources", [""], "'fetch.sources' must be a list of non-empty strings, got ['']"),
+    (FetchParams, "fetch.sha256", ["ab"], "'fetch.sha256' must be a mapping of names to values, got ['ab']"),
+    (FetchParams, "fetch.sha256", {"train-images-idx3-ubyte": "0" * 64}, "'fetch.sha256' must be keyed by"),
+    (FetchParams, "fetch.sha256", KeyError, "missing key 'fetch.sha256'"),
+    (FetchParams, "fetch.sha256", dict.fromkeys(DEFAULTS["fetch"]["sha256"], "abc"), "64 lowercase hex digits per file"),
 ]
 
 
@@ -133,7 +136,7 @@ def test_stage_with_a_bad_param_exits_non_zero_and_leaves_outputs_alone(tmp_path
 def run_listing_imports(module: str, *args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run `python -m <module> <args>` and list every module it had imported when it exited.
 
-    `sys.modules` at exit, not `python -X importtime`: stages.runtime silences stderr while TensorFlow loads.
+    `sys.modules` at exit, not `python -X importtime`: fmnist.tensorflow_setup silences stderr while TensorFlow loads.
     """
     listing = cwd / "imported-modules.txt"
     code = (
@@ -164,5 +167,5 @@ def test_bad_params_and_missing_inputs_are_rejected_before_tensorflow_is_importe
     assert result.returncode == 1
     assert message in result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert {"stages.cli", "numpy"} <= modules  # the listing is complete
-    assert not {"stages.runtime", "tensorflow", "keras", "dvclive"} & modules
+    assert {"fmnist.errors", "numpy"} <= modules  # the listing is complete
+    assert not {"fmnist.tensorflow_setup", "tensorflow", "keras", "dvclive"} & modules

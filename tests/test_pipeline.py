@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, dvc, git, requires_debian_data, run, set_param
 
-from tools.numerics import BASELINE, CURVES, first_difference, read_curves
+from fmnist.numerics import BASELINE, CURVES, first_difference, read_curves
 
 STAGES = ("fetch", "prepare", "train", "evaluate")
 UNDO_A_TRIED_RATE = "git checkout HEAD -- params.yaml dvc.lock reports && dvc checkout"
@@ -63,7 +63,7 @@ def test_repro_reruns_only_what_a_param_change_touches_and_restores_from_run_cac
     set_param(project, "train.dropout", "0.3")
     assert ran(dvc(project, "repro").stdout) == []  # trained above: restored from the run-cache
     git(project, "commit", "-qam", "dropout 0.3")
-    run([sys.executable, "-m", "tools.share", "push"], cwd=project)
+    run([sys.executable, "-m", "fmnist.dvc_gaps.share", "push"], cwd=project)
     git(project.parent, "clone", "-q", str(project), "clone")
     clone = project.parent / "clone"
     metrics = json.loads(dvc(clone, "metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
@@ -94,7 +94,7 @@ def test_rerunning_every_stage_from_scratch_gives_identical_bytes(project: Path)
     assert git(project, "status", "--porcelain") == ""
 
 
-# Where a host's arithmetic differs from the recording host's (tools/numerics.py), the full run is
+# Where a host's arithmetic differs from the recording host's (fmnist/numerics.py), the full run is
 # compared with the committed test metrics within these absolute tolerances instead of bit for bit.
 TOLERANCE = {"accuracy": 0.01, "loss": 0.02}
 METRICS = ("reports/training/metrics.json", "reports/evaluation/metrics.json")
@@ -108,7 +108,7 @@ def test_a_full_run_at_the_defaults_reproduces_the_committed_baseline(project: P
     """
     dvc(project, "repro")
     baseline = json.loads((REPO_ROOT / BASELINE).read_text())
-    here = json.loads(run([sys.executable, "-m", "tools.numerics"], cwd=project).stdout)
+    here = json.loads(run([sys.executable, "-m", "fmnist.numerics"], cwd=project).stdout)
     difference = first_difference(read_curves(project / CURVES), baseline["epochs"])
     hosts = f"this host: {here['host']}; recorded on: {baseline['host']}"
     if here["fingerprint"] == baseline["fingerprint"]:

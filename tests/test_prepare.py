@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from conftest import idx_bytes
 
-from stages.cli import StageError
-from stages.dataset import TENSOR_ALIGNMENT, Split, aligned, load_split, normalise, pixels_of, save_split
-from stages.prepare import IdxError, PrepareParams, decode_split, parse_idx, prepare_splits, stratified_split
+from fmnist.dataset import TENSOR_ALIGNMENT, Split, aligned, load_split, normalise, pixels_of, save_split
+from fmnist.errors import StageError
+from fmnist.idx import IdxError, decode_split, parse_idx
+from fmnist.splits import PrepareParams, prepare_splits, stratified_split
 
 NAMES = ("images-idx3-ubyte", "labels-idx1-ubyte")
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.dataset import CLASS_NAMES, Split, normalise, save_split
-from stages.train import TrainParams, build_model, save_model
+from fmnist.dataset import CLASS_NAMES, Split, normalise, save_split
+from fmnist.train_params import TrainParams
+from fmnist.model import build_model
+from fmnist.keras_archive import save_model
 from tests.conftest import REPO_ROOT, idx_bytes, run
 
 MODEL_SECTION = "## For people who only want the model"

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from conftest import DEBIAN_MIRROR, VENV_BIN, dvc, git, requires_debian_data, run, set_param, tool_env
 
-from tools.check_cache import cache_objects, corrupted_objects
+from fmnist.dvc_gaps.check_cache import cache_objects, corrupted_objects
 
 pytestmark = requires_debian_data
 EPOCHS = 3
@@ -202,16 +202,19 @@ def test_a_corrupted_cache_object_is_detected_and_recovered_from_the_remote(prep
     with open(cached, "ab") as handle:
         handle.write(b"bit rot")
 
-    check = run([sys.executable, "-m", "tools.check_cache"], cwd=prepared, check=False)
+    check = run([sys.executable, "-m", "fmnist.dvc_gaps.check_cache"], cwd=prepared, check=False)
     assert check.returncode == 1
     assert f"corrupted: {cached}" in check.stderr
     assert "1 of " in check.stderr
 
-    assert run([sys.executable, "-m", "tools.check_cache", "--remove"], cwd=prepared, check=False).returncode == 1
+    assert (
+        run([sys.executable, "-m", "fmnist.dvc_gaps.check_cache", "--remove"], cwd=prepared, check=False).returncode
+        == 1
+    )
     test_split.unlink()
     dvc(prepared, "pull", "--force", "prepare")
     assert test_split.read_bytes() == good
-    assert run([sys.executable, "-m", "tools.check_cache"], cwd=prepared).returncode == 0
+    assert run([sys.executable, "-m", "fmnist.dvc_gaps.check_cache"], cwd=prepared).returncode == 0
     assert_cache_intact(prepared)
 
 

@@ -34,7 +34,7 @@ MODEL = "models/model.keras"
 
 @dataclass(frozen=True)
 class Origin:
-    """Clone A: trained dropout 0.4, then 0.2 (1 epoch each), committed 0.2 and ran `tools.share push`."""
+    """Clone A: trained dropout 0.4, then 0.2 (1 epoch each), committed 0.2 and ran `fmnist.dvc_gaps.share push`."""
 
     repo: Path
     model_04: bytes  # the 0.4 model: only in A's run-cache and on the remote, never committed
@@ -57,8 +57,8 @@ def object_path(cache_or_remote: Path, digest: str) -> Path:
 
 
 def share(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m tools.share ...` from the clone's root, as the README says."""
-    return run([sys.executable, "-m", "tools.share", *args], cwd=clone, check=False)
+    """`python -m fmnist.dvc_gaps.share ...` from the clone's root, as the README says."""
+    return run([sys.executable, "-m", "fmnist.dvc_gaps.share", *args], cwd=clone, check=False)
 
 
 def clone_of(origin: Origin, *parts: str) -> Path:
@@ -77,7 +77,7 @@ def outputs(clone: Path) -> dict[str, str]:
 
 def sound_cache(clone: Path) -> set[str]:
     """The names of the clone's cache objects, after the project's checker re-hashed every one of them."""
-    checked = run([sys.executable, "-m", "tools.check_cache"], cwd=clone, check=False)
+    checked = run([sys.executable, "-m", "fmnist.dvc_gaps.check_cache"], cwd=clone, check=False)
     assert checked.returncode == 0, checked.stderr
     return {path.parent.name + path.name for path in (clone / ".dvc/cache/files/md5").glob("??/*")}
 
@@ -169,7 +169,7 @@ def test_a_rate_a_teammate_trained_comes_from_the_remote_without_training(origin
 
 
 def test_plain_push_run_cache_leaves_the_outputs_behind(origin: Origin) -> None:
-    """Why `tools.share push` exists. If this fails, DVC uploads run-cache outputs itself and the tool can go."""
+    """Why `fmnist.dvc_gaps.share push` exists. If this fails, DVC uploads run-cache outputs itself and the tool can go."""
     plain = origin.repo.parent / "plain-remote"
     dvc(origin.repo, "remote", "add", "--local", "plain", str(plain))
     dvc(origin.repo, "push", "--run-cache", "-r", "plain")
@@ -226,7 +226,7 @@ def test_pull_from_a_wrong_directory_fails_although_dvc_says_up_to_date(origin: 
     assert shared.returncode == 1
     assert shared.stderr.splitlines()[-1] == (
         f"ERROR: still not in the local cache after pulling: {MODEL}; remote 'storage' "
-        f"({wrong}) lacks them: wrong URL, or not pushed (`python -m tools.share push`)"
+        f"({wrong}) lacks them: wrong URL, or not pushed (`python -m fmnist.dvc_gaps.share push`)"
     )
     assert outputs(clone) == workspace and sound_cache(clone) == cache
 

@@ -23,8 +23,8 @@ import pytest
 from conftest import VENV_BIN, dvc, git, make_project, requires_debian_data, run, set_param, tool_env
 from sshd import SSHServer, requires_sshd, running_sshd
 
-from stages.cli import exit_with_parent
-from tools.check_cache import cache_objects, corrupted_objects
+from fmnist.dvc_gaps.check_cache import cache_objects, corrupted_objects
+from fmnist.runner import exit_with_parent
 
 pytestmark = requires_debian_data
 
@@ -50,7 +50,7 @@ class Cluster:
 
 def submit(sweep: Sweep, cluster: Cluster | None, *args: str) -> subprocess.CompletedProcess[str]:
     where = ["--scheduler-file", str(cluster.scheduler_file if cluster else sweep.project / "no-scheduler.json")]
-    return run([sys.executable, "-m", "tools.sweep", "run", *args, *where], cwd=sweep.project, check=False)
+    return run([sys.executable, "-m", "fmnist.sweep", "run", *args, *where], cwd=sweep.project, check=False)
 
 
 def exp_refs(origin: Path) -> list[str]:
@@ -80,7 +80,7 @@ def make_sweep(
         dvc(project, "remote", "modify", "--local", "team", option, value)
     if push_data:
         dvc(project, "repro", "prepare")
-        run([sys.executable, "-m", "tools.share", "push"], cwd=project)
+        run([sys.executable, "-m", "fmnist.dvc_gaps.share", "push"], cwd=project)
     return Sweep(project, remotes / "origin.git", remotes / "storage")
 
 
@@ -202,7 +202,7 @@ def test_a_worker_killed_mid_training_has_its_point_rerun_and_published_once(swe
     grid = ["-S", "train.dropout=0.5", "-S", "train.seed=1,2", "-S", "train.epochs=2"]
     with dask_cluster(sweep.project.parent / "cluster-kill") as running:
         driver = subprocess.Popen(
-            [sys.executable, "-m", "tools.sweep", "run", *grid, "--scheduler-file", str(running.scheduler_file)],
+            [sys.executable, "-m", "fmnist.sweep", "run", *grid, "--scheduler-file", str(running.scheduler_file)],
             cwd=sweep.project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         victim = psutil.Process(running.workers["w1"].pid)
@@ -277,10 +277,10 @@ def test_git_and_dvc_remotes_over_ssh(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def pushing_worker(cluster: Cluster) -> psutil.Process | None:
-    """The worker one of whose processes is uploading (`tools.share push`), if any."""
+    """The worker one of whose processes is uploading (`fmnist.dvc_gaps.share push`), if any."""
     for process in cluster.workers.values():
         worker = psutil.Process(process.pid)
-        if any("tools.share" in " ".join(child.cmdline()) for child in worker.children(recursive=True)):
+        if any("fmnist.dvc_gaps.share" in " ".join(child.cmdline()) for child in worker.children(recursive=True)):
             return worker
     return None
 
@@ -299,7 +299,7 @@ def test_a_worker_killed_while_pushing_over_sftp_leaves_no_truncated_object(
         objects = sweep.storage / "files/md5"
         with dask_cluster(tmp_path / "cluster", home=server.home) as running:
             driver = subprocess.Popen(
-                [sys.executable, "-m", "tools.sweep", "run", "-S", "train.dropout=0.2",
+                [sys.executable, "-m", "fmnist.sweep", "run", "-S", "train.dropout=0.2",
                  "--scheduler-file", str(running.scheduler_file)],
                 cwd=sweep.project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
@@ -319,11 +319,12 @@ def test_a_worker_killed_while_pushing_over_sftp_leaves_no_truncated_object(
 
 
 def test_points_on_a_local_cluster_do_not_inherit_the_nannys_malloc_setting() -> None:
-    """The nanny of `tools.sweep run`'s LocalCluster sets MALLOC_TRIM_THRESHOLD_ for its worker; inherited by the train
+    """The nanny of `fmnist.sweep run`'s LocalCluster sets MALLOC_TRIM_THRESHOLD_ for its worker; inherited by the train
     stage it made every step map and unmap its gradients (a 60-epoch point took 125 s instead of 75 s)."""
     import argparse
 
-    from tools import sweep_point, sweep_run
+    from fmnist.sweep import driver as sweep_run
+    from fmnist.sweep import task as sweep_point
 
     with sweep_run.connect(argparse.Namespace(scheduler=None, scheduler_file=None, workers=1)) as client:
         seen = client.run(

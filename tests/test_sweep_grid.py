@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, tool_env
 
-from tools.sweep_grid import GridError, grid_points, validate_points
+from fmnist.sweep.grid import GridError, grid_points, validate_points
 
 PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 
@@ -40,7 +40,7 @@ def test_names_depend_on_the_params_only_and_are_the_same_in_another_process() -
     names = [point.name for point in grid_points(["train.dropout=0.1,0.2", "train.seed=1,2"])]
     assert len(set(names)) == 4 and names[0].startswith("sweep-dropout0.1-seed1-")
     assert grid_points(["train.dropout=0.10", "train.seed=1"])[0].name == names[0]  # 0.10 is 0.1
-    code = "from tools.sweep_grid import grid_points; print(grid_points(['train.dropout=0.1','train.seed=1'])[0].name)"
+    code = "from fmnist.sweep.grid import grid_points; print(grid_points(['train.dropout=0.1','train.seed=1'])[0].name)"
     elsewhere = subprocess.run([sys.executable, "-c", code], env=tool_env(), capture_output=True, text=True, check=True)
     assert elsewhere.stdout.strip() == names[0]  # no hash randomisation, no clock, no host in it
 

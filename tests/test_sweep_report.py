@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from tools.sweep import SweepError, choose, dropout_effects, param_defaults, sweep_rows, write_report
+from fmnist.sweep.report import SweepError, choose, dropout_effects, param_defaults, sweep_rows, write_report
 
 PARAMS = param_defaults(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
 

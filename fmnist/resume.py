@@ -19,29 +19,26 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from stages.atomic import atomic_file
-from stages.cli import writing
+from fmnist.atomic import atomic_file
+from fmnist.errors import writing
+from fmnist.keras_archive import saved_size
+from fmnist.training import Metrics
 
 if TYPE_CHECKING:
-    from stages.runtime import keras
+    from fmnist.tensorflow_setup import keras
 
 RESUME_ROOT = Path(".resume/train")
 STATE_FILE = "state.json"
-Metrics = dict[str, float]
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def resume_directory(identity: object, files: Iterable[Path]) -> Path:
@@ -54,12 +51,6 @@ def resume_directory(identity: object, files: Iterable[Path]) -> Path:
 
 def _seed_states(model: keras.Model) -> list[keras.Variable]:
     return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
-
-
-def saved_size(model: keras.Model) -> int:
-    """About the size of `model` saved with its optimizer: the bytes of their variables."""
-    variables = [*model.variables, *model.optimizer.variables]
-    return sum(int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize for variable in variables)
 
 
 def save_state(directory: Path, model: keras.Model, history: list[Metrics]) -> None:
@@ -102,3 +93,23 @@ def load_state(directory: Path, model: keras.Model) -> list[Metrics]:
 
 def discard_state(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def resume_or_start(
+    directory: Path, build: Callable[[], keras.Model], epochs: int
+) -> tuple[keras.Model, list[Metrics]]:
+    """A model and the history of its completed epochs: from the state in `directory` if one is usable.
+
+    `build` must give the same initial model every time it is called, so that a discarded state restarts cleanly.
+    """
+    model = build()
+    if not (directory / STATE_FILE).exists():
+        return model, []
+    try:
+        history = load_state(directory, model)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"train: discarding unusable resume state {directory} ({error}); starting from epoch 1", file=sys.stderr)
+        discard_state(directory)
+        return build(), []
+    print(f"train: resuming after epoch {len(history)}/{epochs} from {directory}", flush=True)
+    return model, history

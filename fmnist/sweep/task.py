@@ -6,7 +6,7 @@ once per host. `dvc exp run --pull` restores every stage whose run is already in
 fetch and prepare never re-run and a point trained anywhere before is restored, not retrained.
 
 Publishing is ordered so that nothing is ever half-visible: first the outputs and run records go to the DVC remote
-(`python -m tools.share push`: `dvc push --run-cache` plus the run records' outputs), then the experiment's git
+(`python -m fmnist.dvc_gaps.share push`: `dvc push --run-cache` plus the run records' outputs), then the experiment's git
 ref, by `git push` of `refs/exps/…`, which is what `dvc exp push --no-cache` does; `dvc exp push` alone pushes the
 ref before the outputs, and its own SSH client rejected a host that git's OpenSSH accepted. A point whose ref is
 already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point wins
@@ -31,7 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-VENV_BIN = Path(sys.executable).parent
+from fmnist.processes import VENV_BIN, tool_env
+
 METRICS_FILES = ("reports/training/metrics.json", "reports/evaluation/metrics.json")
 REPORTED_METRICS = ("validation.accuracy", "test.accuracy")
 REMOTE_NAME = "sweep"
@@ -74,18 +75,6 @@ class PointResult:
 
 class PointError(Exception):
     """A command of the point failed; its message is the one line that says why."""
-
-
-def tool_env() -> dict[str, str]:
-    """This interpreter's venv first on PATH (for `dvc` and the stages' `python`), no analytics; without the malloc
-    setting a Dask nanny gives its worker.
-
-    The nanny sets `MALLOC_TRIM_THRESHOLD_` so that its worker returns memory to the system. Inherited by the train
-    stage, it switches off glibc's adaptive mmap threshold: every step's gradients were then mapped and unmapped
-    afresh, and a 60-epoch point trained in 124–140 s instead of 84 s (docs/sweeps.md).
-    """
-    environment = {key: value for key, value in os.environ.items() if key != "MALLOC_TRIM_THRESHOLD_"}
-    return environment | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
 
 
 def one_line_error(output: str) -> str:
@@ -188,9 +177,9 @@ def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tu
     status = RESTORED if "Stage 'train' is cached - skipping run" in output else TRAINED
     metrics = reported_metrics([(clone / path).read_text(encoding="utf-8") for path in METRICS_FILES])
     started = time.monotonic()
-    command([sys.executable, "-m", "tools.share", "push", "-r", REMOTE_NAME], clone)
+    command([sys.executable, "-m", "fmnist.dvc_gaps.share", "push", "-r", REMOTE_NAME], clone)
     if remove_truncated_remote_objects(clone):  # DVC skipped them as present: upload them again
-        command([sys.executable, "-m", "tools.share", "push", "-r", REMOTE_NAME], clone)
+        command([sys.executable, "-m", "fmnist.dvc_gaps.share", "push", "-r", REMOTE_NAME], clone)
     try:
         command(["git", "push", "-q", job.git_url, f"{job.exp_ref}:{job.exp_ref}"], clone)
     except PointError:

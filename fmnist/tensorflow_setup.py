@@ -1,7 +1,7 @@
 """TensorFlow set-up shared by train and evaluate: pinned kernels, quiet logs, seeds, op determinism, one thread.
 
 Every TensorFlow import of the project goes through this module, which pins the environment that
-chooses TensorFlow's CPU kernels first (`stages.kernels`), so the same commit and params give the
+chooses TensorFlow's CPU kernels first (`fmnist.kernels`), so the same commit and params give the
 same bytes whatever the host's CPU generation and whatever TensorFlow variables the user has set.
 
 One intra-op and one inter-op thread was the fastest setting measured for this small network
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from stages.kernels import pin_kernel_environment
+from fmnist.kernels import pin_kernel_environment
 
 TENSORFLOW_THREADS = 1
 FLOATX = "float32"

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import yaml
 
-from stages.cli import StageError
+from fmnist.errors import StageError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -39,7 +39,12 @@ def require(condition: bool, key: str, value: Any, expectation: str) -> None:
 
 
 def _convert(key: str, value: Any, annotation: Any) -> Any:
-    """Check `value` against a field annotation: int, float, str or tuple[X, ...] of those."""
+    """Check `value` against a field annotation: int, float, str, tuple[X, ...] or dict[str, X] of those."""
+    if typing.get_origin(annotation) is dict:
+        item_type = typing.get_args(annotation)[1]
+        if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):
+            raise ValueError(f"'{key}' must be a mapping of names to values, got {value!r}")
+        return {name: _convert(f"{key}.{name}", item, item_type) for name, item in value.items()}
     if typing.get_origin(annotation) is tuple:
         item_type = typing.get_args(annotation)[0]
         if not isinstance(value, list):

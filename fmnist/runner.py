@@ -1,66 +1,18 @@
-"""The edge every stage shares: user errors, a full disk and signals become one line and an exit code."""
+"""How every stage runs: a user error, a full disk, Ctrl-C or SIGTERM becomes one line and an exit code."""
 
 from __future__ import annotations
 
 import ctypes
-import errno
-import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from types import FrameType
+
+from fmnist.errors import NO_SPACE, StageError
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 PR_SET_PDEATHSIG = 1
-NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
-MEGABYTE = 1_000_000
-
-
-class StageError(Exception):
-    """A problem the user can fix (params, input files, sources): reported as one line."""
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1000:.0f} kB" if size < MEGABYTE else f"{size / MEGABYTE:.1f} MB"
-
-
-def space_needed(size: int, where: Path | None) -> str:
-    """The "need about 0.8 MB free, 250 kB free now" of a message; the free space of `where`'s file system if given."""
-    needed = f"need about {_megabytes(size)} free"
-    if where is None:
-        return needed
-    existing = next(parent for parent in (where, *where.parents) if parent.exists())
-    return f"{needed}, {_megabytes(shutil.disk_usage(existing).free)} free now"
-
-
-class DiskFull(StageError):
-    """The file system (or a quota) ran out of space while the stage wrote `what` to `path`."""
-
-    def __init__(self, what: str, path: Path, size: int) -> None:
-        super().__init__(what, path, size)
-        self.what, self.path, self.size = what, path, size
-
-    def __str__(self) -> str:
-        # Measured when reported: by then the stage has removed its temporaries.
-        return f"no space left on device writing {self.what} to {self.path}: {space_needed(self.size, self.path)}"
-
-
-@contextmanager
-def writing(what: str, path: Path, size: int) -> Iterator[None]:
-    """Report a full disk inside the block as `DiskFull`: what was being written, where, about how big.
-
-    Nested blocks name the innermost write. Code that runs while the error unwinds must not
-    write (it would fail again and replace the error): train does not use `with Live(...)`.
-    """
-    try:
-        yield
-    except OSError as error:
-        if error.errno not in NO_SPACE:
-            raise
-        raise DiskFull(what, path, size) from error
 
 
 class Interrupted(BaseException):
@@ -101,7 +53,7 @@ def exit_with_parent() -> None:
 def run_stage(name: str, body: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None) -> int:
     """Run a stage's body; a StageError, a full disk, Ctrl-C or SIGTERM prints one line and returns non-zero.
 
-    Outputs are only ever published by `os.replace` at the very end (see `stages.atomic`), so any
+    Outputs are only ever published by `os.replace` at the very end (see `fmnist.atomic`), so any
     exit taken here leaves the previous outputs as they were.
     """
     _received_signals.clear()

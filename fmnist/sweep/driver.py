@@ -1,4 +1,4 @@
-"""Submit a sweep grid to Dask and wait: one task per point (`tools.sweep_point`), progress, a table at the end.
+"""Submit a sweep grid to Dask and wait: one task per point (`fmnist.sweep.task`), progress, a table at the end.
 
 The same code drives a `LocalCluster` of single-threaded workers on this machine (the default), a scheduler
 started with `dask scheduler` and workers on other hosts (`--scheduler`, `--scheduler-file`), or a batch system
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from tools.sweep_grid import GridError, Point, grid_points, validate_points
-from tools.sweep_point import FAILED, PointJob, PointResult, run_point
+from fmnist.sweep.grid import GridError, Point, grid_points, validate_points
+from fmnist.sweep.task import FAILED, PointJob, PointResult, run_point
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 POLL_SECONDS = 1.0
 CONNECT_SECONDS = 30
 # Each task logs this event as it starts: the scheduler's own "processing" also counts tasks queued on a worker.
-STARTED = "tools.sweep started"
+STARTED = "sweep point started"
 
 
 class SubmitError(Exception):

@@ -1,6 +1,6 @@
 """Does this host compute the committed baseline bit for bit? Its CPU and a fingerprint of its arithmetic.
 
-The stages pin TensorFlow's kernels (stages/kernels.py): an AVX2-only Zen 3 host and an AVX-512
+The stages pin TensorFlow's kernels (fmnist/kernels.py): an AVX2-only Zen 3 host and an AVX-512
 Zen 4 host then give the same model bytes. One thing no variable pins: Eigen's matrix products
 split long sums into blocks sized from the CPU's L1 data cache, so a CPU with another cache size
 may round differently. The fingerprint hashes a short training run of the stage's own network at
@@ -8,8 +8,8 @@ its own shapes (batch size, validation batch) on fixed random data: hosts with t
 fingerprint give the committed bytes; `make test-slow` compares exactly only on those, and within
 stated tolerances elsewhere (docs/reproducibility.md).
 
-    python -m tools.numerics            # this host's CPU and fingerprint
-    python -m tools.numerics --record   # after `dvc repro` at the defaults: rewrite tests/baseline.json
+    python -m fmnist.numerics            # this host's CPU and fingerprint
+    python -m fmnist.numerics --record   # after `dvc repro` at the defaults: rewrite tests/baseline.json
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.atomic import atomic_file
-from stages.dataset import Split, normalise
-from stages.kernels import describe_host
-from stages.params import load_params
+from fmnist.atomic import atomic_file
+from fmnist.cpuinfo import describe_host
+from fmnist.dataset import Split, normalise
+from fmnist.params import load_params
 
 BASELINE = Path("tests/baseline.json")
 CURVES = Path("reports/training/plots/metrics")
@@ -41,8 +41,10 @@ FINGERPRINT_IMAGES = (320, 1000)  # train: ten steps of the default batch; valid
 
 def fingerprint() -> str:
     """SHA-256 of the weights and metrics after one epoch of the stage's training on fixed random data."""
-    from stages.runtime import configure_tensorflow
-    from stages.train import TrainParams, build_model, train_model
+    from fmnist.tensorflow_setup import configure_tensorflow
+    from fmnist.train_params import TrainParams
+    from fmnist.model import build_model
+    from fmnist.training import train_model
 
     params = dataclasses.replace(load_params(TrainParams), epochs=1)
     rng = np.random.default_rng(0)
@@ -82,7 +84,7 @@ def first_difference(history: list[dict[str, float]], recorded: list[dict[str, f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.numerics", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fmnist.numerics", description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help=f"write {BASELINE} from this host and {CURVES}")
     args = parser.parse_args(argv)
     host = {"host": describe_host(), "fingerprint": fingerprint()}

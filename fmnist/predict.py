@@ -2,10 +2,10 @@
 
 Inputs are 28x28 8-bit grayscale PNG files (a light garment on black, as in Fashion-MNIST), or `.npz` files with
 an `images` array of shape (n, 28, 28) or (28, 28): uint8 pixels, or floats in [0, 1] as `data/prepared/*.npz`
-holds them. Pixels are scaled exactly as the prepare stage scales them (`stages.dataset.normalise`, pixels / 255).
+holds them. Pixels are scaled exactly as the prepare stage scales them (`fmnist.dataset.normalise`, pixels / 255).
 Not a pipeline stage: nothing in `dvc.yaml` depends on it.
 
-Usage, from the repository root:  python -m tools.predict [--model models/model.keras] IMAGE.png|IMAGES.npz ...
+Usage, from the repository root:  python -m fmnist.predict [--model models/model.keras] IMAGE.png|IMAGES.npz ...
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.cli import StageError, run_stage
-from stages.dataset import CLASS_NAMES, normalise
-from stages.evaluate import PREDICT_BATCH_SIZE
+from fmnist.dataset import CLASS_NAMES, normalise
+from fmnist.errors import StageError
+from fmnist.keras_archive import load_model
+from fmnist.runner import run_stage
+from fmnist.scores import predicted_probabilities
 
 IMAGE_SHAPE = (28, 28)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -74,7 +76,7 @@ def read_checked(path: Path) -> bytes | np.ndarray:
 
 
 def decode_png(data: bytes, name: str) -> np.ndarray:
-    from stages.runtime import tf
+    from fmnist.tensorflow_setup import tf
 
     try:
         pixels = tf.io.decode_png(data, channels=1).numpy()[:, :, 0]
@@ -94,15 +96,13 @@ def prediction_lines(sources: Sequence[str], probabilities: np.ndarray) -> list[
 
 
 def _main(argv: Sequence[str] | None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fmnist.predict", description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", type=Path, help="28x28 grayscale .png files or .npz files with 'images'")
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"), help="the trained .keras model")
     args = parser.parse_args(argv)
-    if not args.model.is_file():
-        raise StageError(f"{args.model}: missing (`make pipeline` trains it, `python -m tools.share pull` fetches it)")
     inputs = {path: read_checked(path) for path in args.inputs}
 
-    from stages.runtime import configure_tensorflow, keras  # only now: importing TensorFlow takes seconds
+    from fmnist.tensorflow_setup import configure_tensorflow  # only now: importing TensorFlow takes seconds
 
     configure_tensorflow(seed=0)
     batches = {path: decode_png(data, str(path)) if isinstance(data, bytes) else data for path, data in inputs.items()}
@@ -111,11 +111,8 @@ def _main(argv: Sequence[str] | None) -> None:
         for path, images in batches.items()
         for index in range(len(images))
     ]
-    try:
-        model = keras.saving.load_model(args.model)
-    except (OSError, ValueError, zipfile.BadZipFile):
-        raise StageError(f"{args.model}: not a readable .keras model") from None
-    probabilities = model.predict(np.concatenate(list(batches.values())), batch_size=PREDICT_BATCH_SIZE, verbose=0)
+    model = load_model(args.model)
+    probabilities = predicted_probabilities(model, np.concatenate(list(batches.values())))
     print("\n".join(prediction_lines(sources, probabilities)))
 
 

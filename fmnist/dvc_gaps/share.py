@@ -14,7 +14,7 @@ Plain DVC falls short in these ways (DVC 3.67.1; each checked by tests/test_shar
 * On a fresh clone anywhere but beside the author's, the default remote (a directory) does not exist, and DVC says so in
   a dozen lines about missing cache files. `pull` says so in one, with what to do instead.
 
-Usage, from the repository root:  python -m tools.share {push,pull} [-r REMOTE]
+Usage, from the repository root:  python -m fmnist.dvc_gaps.share {push,pull} [-r REMOTE]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dvc.cli import main as dvc_main
 from dvc.exceptions import FileTransferError
 from dvc.repo import Repo
 
-from stages.cli import NO_SPACE, space_needed
+from fmnist.errors import NO_SPACE, space_needed
 
 if TYPE_CHECKING:
     from dvc.stage import Stage
@@ -175,7 +175,7 @@ def check_local_cache(repo: Repo, remote: str | None) -> None:
         name, url = remote_name_and_url(repo, remote)
         raise ShareError(
             f"still not in the local cache after pulling: {', '.join(sorted(missing))}; remote '{name}' ({url}) "
-            "lacks them: wrong URL, or not pushed (`python -m tools.share push`)"
+            "lacks them: wrong URL, or not pushed (`python -m fmnist.dvc_gaps.share push`)"
         )
 
 
@@ -197,7 +197,7 @@ def share(command: str, remote: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.share", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fmnist.dvc_gaps.share", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("push", "pull"))
     parser.add_argument("-r", "--remote", help="remote name (default: core.remote)")
     args = parser.parse_args(argv)

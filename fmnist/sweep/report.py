@@ -1,14 +1,13 @@
-"""Sweeps: run a grid of experiments on Dask (`run`), then collect them and pick a point (`report`).
+"""The sweep report: collect a commit's experiments, average each grid point over its seeds, pick one.
 
-`python -m tools.sweep run -S train.dropout=0.0,0.1 -S train.seed=1,2,3` runs and publishes every point
-(`tools.sweep_run`, docs/sweeps.md). `python -m tools.sweep report` pulls the experiments of a commit from the git
-remote (their refs, as `dvc exp pull --no-cache` does; metrics are kept in git), groups them by every param that
-varies except `train.seed`, and gives each grid point the mean ± standard deviation over its seeds of validation
-and test accuracy. The point is picked on the validation mean only. Test accuracy is reported once, for the chosen
-point (and, to say how much dropout helps there, for rate 0 beside it), never used to choose. It writes
-`reports/sweep/dropout.csv` (one row per grid point, validation only), `choice.json` (the pick, its test accuracy,
-dropout's effect per line) and `sweep.svg` (validation against the rate, error bars, one line per other setting).
-Experiments from DVC's own queue (`dvc exp run --queue -S …`, `dvc queue start`) are reported the same way.
+`python -m fmnist.sweep report` pulls the experiments of a commit from the git remote (their refs, as
+`dvc exp pull --no-cache` does; metrics are kept in git), groups them by every param that varies except
+`train.seed`, and gives each grid point the mean ± standard deviation over its seeds of validation and test
+accuracy. The point is picked on the validation mean only. Test accuracy is reported once, for the chosen point
+(and, to say how much dropout helps there, for rate 0 beside it), never used to choose. It writes `dropout.csv`
+(one row per grid point, validation only), `choice.json` (the pick, its test accuracy, dropout's effect per line)
+and `sweep.svg` (validation against the rate, error bars, one line per other setting). Experiments from DVC's own
+queue (`dvc exp run --queue -S …`, `dvc queue start`) are reported the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from stages.atomic import atomic_file
+from fmnist.atomic import atomic_file
 
 DEFAULT_OUTPUT = Path("reports/sweep")
 RATE, SEED, VALIDATION, TEST = "train.dropout", "train.seed", "validation.accuracy", "test.accuracy"
@@ -210,7 +209,7 @@ def svg_plot(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> str:
 
 def pull_experiments(git_remote: str, rev: str) -> None:
     """Fetch the experiment refs of `rev` from the git remote: what `dvc exp pull --no-cache` does (metrics are in
-    git), through git's own transport and SSH setup, as `tools.sweep_point` pushes them. None to pull is fine."""
+    git), through git's own transport and SSH setup, as `fmnist.sweep.task` pushes them. None to pull is fine."""
     if subprocess.run(["git", "remote", "get-url", git_remote], capture_output=True).returncode != 0:
         print(f"sweep: no git remote '{git_remote}': reporting local experiments only")
         return
@@ -268,22 +267,3 @@ def report(args: argparse.Namespace) -> int:
         print(line)
     print(f"sweep: wrote {args.output}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from tools import sweep_run
-
-    parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help=sweep_run.__doc__.splitlines()[0])
-    sweep_run.add_arguments(run)
-    summary = commands.add_parser("report", help="pull the experiments; mean ± std over seeds per point; the pick")
-    summary.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
-    summary.add_argument("--rev", default="HEAD", help="the commit the experiments were run from (default: HEAD)")
-    summary.add_argument("--git-remote", default="origin", help="pull experiments from it (default: origin)")
-    args = parser.parse_args(argv)
-    return sweep_run.main(args) if args.command == "run" else report(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,8 @@
 """Re-hash every object in the local DVC cache and report the ones whose bytes no longer match.
 
 DVC trusts its cache: `dvc status` and `dvc checkout` do not re-hash objects, so a corrupted
-object is checked out as is. Run `python -m tools.check_cache` to find such objects (exit 1 if
-any), and `python -m tools.check_cache --remove` to delete them; then `dvc pull --force` fetches
+object is checked out as is. Run `python -m fmnist.dvc_gaps.check_cache` to find such objects (exit 1 if
+any), and `python -m fmnist.dvc_gaps.check_cache --remove` to delete them; then `dvc pull --force` fetches
 good copies from the remote (which verifies hashes on pull) and restores the workspace.
 
 It also lists the partial copies (`.<token>.tmp`) that DVC leaves in the cache when copying an
@@ -44,7 +44,7 @@ def corrupted_objects(cache: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.check_cache", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fmnist.dvc_gaps.check_cache", description=__doc__.splitlines()[0])
     parser.add_argument("--remove", action="store_true", help="delete corrupted objects so `dvc pull` refetches them")
     args = parser.parse_args(argv)
     from dvc.repo import Repo

@@ -2,9 +2,8 @@
 
 TensorFlow reads these variables once, when it is imported or at its first op, and picks kernels
 by them and by the host's CPU. Left alone, the same commit gives different model bytes on a host
-with AVX-512 and on one without, and under a user's `TF_ENABLE_ONEDNN_OPTS=1` (issue #10).
-`stages.runtime` calls `pin_kernel_environment` before its TensorFlow import; this module imports
-nothing heavy so that tools can describe the host without TensorFlow.
+with AVX-512 and on one without, and under a user's `TF_ENABLE_ONEDNN_OPTS=1`.
+`fmnist.tensorflow_setup` calls `pin_kernel_environment` before its TensorFlow import.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import MutableMapping
-from pathlib import Path
 
 # None: removed from the environment. Each entry says why.
 KERNEL_ENVIRONMENT: dict[str, str | None] = {
@@ -42,7 +40,7 @@ KERNEL_ENVIRONMENT: dict[str, str | None] = {
     "XLA_FLAGS": None,
     # The mixed-precision graph rewrite would compute in float16/bfloat16.
     "TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_LEVEL": None,
-    # One thread per pool (stages.runtime sets the same through tf.config): a multi-threaded
+    # One thread per pool (fmnist.tensorflow_setup sets the same through tf.config): a multi-threaded
     # contraction may split the sum over the inner dimension, and the order of a float sum is its result.
     "TF_NUM_INTRAOP_THREADS": "1",
     "TF_NUM_INTEROP_THREADS": "1",
@@ -52,7 +50,7 @@ KERNEL_ENVIRONMENT: dict[str, str | None] = {
     "TF_DETERMINISTIC_OPS": "1",
     # Keras: always the TensorFlow backend (KERAS_BACKEND overrides ~/.keras/keras.json), and no cap
     # on epochs or steps (KERAS_MAX_EPOCHS and KERAS_MAX_STEPS_PER_EPOCH shorten `fit` silently).
-    # keras.json's floatx and epsilon are set back by stages.runtime after the import.
+    # keras.json's floatx and epsilon are set back by fmnist.tensorflow_setup after the import.
     "KERAS_BACKEND": "tensorflow",
     "KERAS_MAX_EPOCHS": None,
     "KERAS_MAX_STEPS_PER_EPOCH": None,
@@ -63,48 +61,10 @@ def pin_kernel_environment(environ: MutableMapping[str, str] = os.environ) -> No
     """Apply KERNEL_ENVIRONMENT; refuse if TensorFlow was already imported (too late to pin)."""
     if "tensorflow" in sys.modules:
         raise RuntimeError(
-            "TensorFlow was imported before stages.kernels pinned its kernels: import stages.runtime first"
+            "TensorFlow was imported before fmnist.kernels pinned its kernels: import fmnist.tensorflow_setup first"
         )
     for name, value in KERNEL_ENVIRONMENT.items():
         if value is None:
             environ.pop(name, None)
         else:
             environ[name] = value
-
-
-# TensorFlow's DefaultOneDnnPolicy: oneDNN on by default where the CPU has any of these (all three AMX ones).
-ONEDNN_DEFAULT_FLAGS = ({"avx512_vnni"}, {"avx512_bf16"}, {"avx_vnni"}, {"amx_tile", "amx_int8", "amx_bf16"})
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def _first_processor(cpuinfo: Path) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in cpuinfo.read_text().splitlines():
-        if not line.strip():
-            break  # the first processor is enough
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    return fields
-
-
-def describe_kernels(cpuinfo: Path = CPUINFO) -> str:
-    """The pinned settings, and what TensorFlow would choose on this CPU without them (for timings)."""
-    flags = set(_first_processor(cpuinfo).get("flags", "").split())
-    default = "on" if any(needed <= flags for needed in ONEDNN_DEFAULT_FLAGS) else "off"
-    pinned = " ".join(f"{name}={KERNEL_ENVIRONMENT[name]}" for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA"))
-    return f"stages pin {pinned}; TensorFlow's default on this CPU: oneDNN {default}"
-
-
-def describe_host(cpuinfo: Path = CPUINFO) -> str:
-    """The CPU as it matters for timings and float results: model, family/model, vector extensions, L1d.
-
-    For example "AMD EPYC (family 25, model 17): avx2 avx512f avx512_vnni ..., L1d 32K".
-    """
-    fields = _first_processor(cpuinfo)
-    flags = fields.get("flags", "").split()
-    vector = [flag for flag in flags if flag == "avx2" or flag == "fma" or flag.startswith("avx512")]
-    l1d = Path("/sys/devices/system/cpu/cpu0/cache/index0/size")
-    cache = f", L1d {l1d.read_text().strip()}" if l1d.is_file() else ""
-    name = fields.get("model name", "unknown CPU")
-    family = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else ""
-    return f"{name}{family}: {' '.join(vector) or 'no avx2, no avx512'}{cache}"

@@ -127,7 +127,7 @@ def with_overrides(document: Mapping[str, Any], point: Point) -> dict[str, Any]:
 
 def validate_points(document: Mapping[str, Any], points: Sequence[Point]) -> None:
     """Parse each point's params with the stages' own dataclasses, so a bad value fails here, not on a worker."""
-    from stages.params import ParamsError, parse_params
+    from fmnist.params import ParamsError, parse_params
 
     documents = [with_overrides(document, point) for point in points]
     classes = stage_params_classes({key.partition(".")[0] for point in points for key in point.params})
@@ -143,15 +143,15 @@ def stage_params_classes(sections: set[str]) -> list[type]:
     """The params dataclasses of the stages that read `sections` (train's imports TensorFlow: only if needed)."""
     classes = []
     if "fetch" in sections:
-        from stages.fetch import FetchParams
+        from fmnist.sources import FetchParams
 
         classes.append(FetchParams)
     if "prepare" in sections:
-        from stages.prepare import PrepareParams
+        from fmnist.splits import PrepareParams
 
         classes.append(PrepareParams)
     if "train" in sections:
-        from stages.train import TrainParams
+        from fmnist.train_params import TrainParams
 
         classes.append(TrainParams)
     unknown = sections - {"fetch", "prepare", "train"}

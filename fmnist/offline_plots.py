@@ -1,14 +1,14 @@
 """Make `dvc plots show/diff` draw offline: a page template with the Vega libraries inlined, made this clone's default.
 
 DVC's default page loads Vega from a CDN, so on a machine without internet its charts stay blank.
-This template inlines the Vega libraries pinned in `tools/plots/package.json` (installed with
-`npm ci --prefix tools/plots`) and asks Vega for SVG, so a rendered page can also be inspected.
+This template inlines the Vega libraries pinned in `fmnist/plots_page/package.json` (installed with
+`npm ci --prefix fmnist/plots_page`) and asks Vega for SVG, so a rendered page can also be inspected.
 It then sets `plots.html_template` in `.dvc/config.local` (this clone only, never committed): a
 committed setting would break `dvc plots` in every clone that has not built the page, because DVC
 3.67.1 takes a template path that does not exist as the template's text and fails on it. Without
 the page (no npm), DVC keeps its own page, which needs internet.
 
-    make plots          # or, from the repository root: python -m tools.offline_plots
+    make plots          # or, from the repository root: python -m fmnist.offline_plots
     dvc plots show      # now writes dvc_plots/index.html with the libraries inlined
 """
 
@@ -23,13 +23,13 @@ from pathlib import Path
 
 from dvc.cli import main as dvc_main
 
-from stages.atomic import atomic_file
+from fmnist.atomic import atomic_file
 
-PACKAGE_DIR = Path(__file__).parent / "plots"
+PACKAGE_DIR = Path(__file__).parent / "plots_page"
 LIBRARIES = ("vega/build/vega.min.js", "vega-lite/build/vega-lite.min.js", "vega-embed/build/vega-embed.min.js")
 DVC_DIR = Path(".dvc")
 # Ignored, beside node_modules; not in .dvc/tmp, which people delete to clear DVC locks (leaving the setting dangling).
-DEFAULT_OUTPUT = Path("tools/plots/offline-plots.html")
+DEFAULT_OUTPUT = Path("fmnist/plots_page/offline-plots.html")
 # DVC's page calls vegaEmbed(element, spec) itself; default every call to the SVG renderer.
 SVG_BY_DEFAULT = """
 const embedWithCanvas = vegaEmbed;
@@ -47,7 +47,7 @@ def template(libraries: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.offline_plots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fmnist.offline_plots", description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
     args = parser.parse_args(argv)
     if not DVC_DIR.is_dir():

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from stages.cli import raise_if_interrupted
+from fmnist.runner import raise_if_interrupted
 
 TEMP_PREFIX = ".tmp-"
 

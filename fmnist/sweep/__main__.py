@@ -1,0 +1,3 @@
+from fmnist.sweep.cli import main
+
+raise SystemExit(main())

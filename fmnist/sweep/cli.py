@@ -1,0 +1,22 @@
+"""`python -m fmnist.sweep run|report`: run a grid of experiments on Dask, then collect them and pick a point."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from fmnist.sweep import driver, report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fmnist.sweep", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help=driver.__doc__.splitlines()[0])
+    driver.add_arguments(run)
+    summary = commands.add_parser("report", help="pull the experiments; mean ± std over seeds per point; the pick")
+    summary.add_argument("--output", type=Path, default=report.DEFAULT_OUTPUT, help=f"default: {report.DEFAULT_OUTPUT}")
+    summary.add_argument("--rev", default="HEAD", help="the commit the experiments were run from (default: HEAD)")
+    summary.add_argument("--git-remote", default="origin", help="pull experiments from it (default: origin)")
+    args = parser.parse_args(argv)
+    return driver.main(args) if args.command == "run" else report.report(args)
