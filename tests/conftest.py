@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from fmnist.idx import idx_bytes
-from fmnist.processes import VENV_BIN, tool_env as project_tool_env
+from fmnist.processes import VENV_BIN
+from fmnist.processes import tool_env as project_tool_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_MIRROR = Path("/usr/share/datasets/fashion-mnist")
@@ -87,3 +90,53 @@ def make_project(directory: Path) -> Path:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
+
+
+# A stand-in for Fashion-MNIST that the integration tests write themselves: the real pipeline runs on it in
+# seconds. Each class is a bright band in its own rows plus noise, so that two epochs of training already learn.
+TINY_TRAIN_PER_CLASS, TINY_TEST_PER_CLASS = 30, 10
+TINY_PARAMS = {
+    "prepare": {"val_size": 50},
+    "train": {"hidden_units": [32, 16], "epochs": 2, "batch_size": 16, "learning_rate": 0.1},
+}
+
+
+def tiny_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), per_class)
+    rng.shuffle(labels)
+    images = rng.integers(0, 80, size=(len(labels), 28, 28), dtype=np.uint8)
+    for index, label in enumerate(labels):
+        images[index, 2 + 2 * label : 4 + 2 * label, :] = 230
+    return images, labels
+
+
+def write_tiny_dataset(directory: Path) -> dict[str, str]:
+    """The four IDX files of a tiny dataset in `directory`; returns their SHA-256s, as `fetch.sha256` takes them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for prefix, per_class, seed in (("train", TINY_TRAIN_PER_CLASS, 1), ("t10k", TINY_TEST_PER_CLASS, 2)):
+        images, labels = tiny_split(per_class, seed)
+        files[f"{prefix}-images-idx3-ubyte"] = idx_bytes(images)
+        files[f"{prefix}-labels-idx1-ubyte"] = idx_bytes(labels)
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def use_tiny_dataset(project: Path, data: Path) -> None:
+    """Point the project's fetch stage at a tiny dataset in `data` and shrink training to match; commits."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["fetch"] = {"sources": [str(data)], "sha256": write_tiny_dataset(data)}
+    for section, values in TINY_PARAMS.items():
+        params[section] |= values
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(project, "commit", "-qam", "tiny dataset")
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path) -> Path:
+    """A fresh project (git, nothing run) whose pipeline runs on a tiny dataset in seconds."""
+    project = make_project(tmp_path / "project")
+    use_tiny_dataset(project, tmp_path / "tiny-fashion-mnist")
+    return project

@@ -82,7 +82,12 @@ INVALID = [
     (FetchParams, "fetch.sha256", ["ab"], "'fetch.sha256' must be a mapping of names to values, got ['ab']"),
     (FetchParams, "fetch.sha256", {"train-images-idx3-ubyte": "0" * 64}, "'fetch.sha256' must be keyed by"),
     (FetchParams, "fetch.sha256", KeyError, "missing key 'fetch.sha256'"),
-    (FetchParams, "fetch.sha256", dict.fromkeys(DEFAULTS["fetch"]["sha256"], "abc"), "64 lowercase hex digits per file"),
+    (
+        FetchParams,
+        "fetch.sha256",
+        dict.fromkeys(DEFAULTS["fetch"]["sha256"], "abc"),
+        "64 lowercase hex digits per file",
+    ),
 ]
 
 
