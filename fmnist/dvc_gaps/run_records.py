@@ -209,15 +209,16 @@ def describe_all(root: Path, records: Sequence[RunRecord], context: Iterable[Run
 
 
 def remove_record(store: Store, record: RunRecord) -> None:
-    """Delete a record, and its key's directory once empty (DVC restores the newest record of a key)."""
+    """Delete a record, then its key's and prefix's directories once empty (DVC restores a key's newest record)."""
     path = store.full_path(record.path)
     store.fs.rm_file(path)
-    key_directory = store.fs.parent(path)
-    try:
-        if not store.fs.ls(key_directory):
-            store.fs.rmdir(key_directory)
-    except OSError:
-        pass
+    for directory in (store.fs.parent(path), store.fs.parent(store.fs.parent(path))):
+        try:
+            if store.fs.ls(directory):
+                break
+            store.fs.rmdir(directory)
+        except OSError:
+            break
 
 
 def upload_records(source: Store, destination: Store, records: Iterable[RunRecord]) -> list[RunRecord]:
