@@ -8,6 +8,9 @@ file, then `state.json`, which names that file, its SHA-256, the dropout layers'
 positions (Keras does not save those) and the metrics history. A state that fails any check is
 reported and discarded, and training starts again from epoch 1.
 
+A run that finishes removes its own state; `fmnist.resume_cleanup` removes the others (its docstring states the
+rule) and writes the `run.json` that tells whose state a directory is.
+
 The weights file is a `.keras` archive, not `.weights.h5`: Keras builds the HDF5 data of an
 archive in memory and Python writes the zip, so a full disk is a plain OSError. `save_weights`
 hands HDF5 the file itself and leaves it open when a write fails; HDF5 then crashed the process
@@ -27,12 +30,12 @@ from typing import TYPE_CHECKING
 from fmnist.atomic import atomic_file
 from fmnist.errors import writing
 from fmnist.keras_archive import saved_size
+from fmnist.resume_cleanup import RESUME_ROOT
 from fmnist.training import Metrics
 
 if TYPE_CHECKING:
     from fmnist.tensorflow_setup import keras
 
-RESUME_ROOT = Path(".resume/train")
 STATE_FILE = "state.json"
 
 

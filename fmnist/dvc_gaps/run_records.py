@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from fmnist.params import PARAMS_FILE
+
 if TYPE_CHECKING:
     from dvc.repo import Repo
     from dvc_data.hashfile.db import HashFileDB
@@ -166,7 +168,7 @@ class Describer:
     def __init__(self, root: Path, records: Iterable[RunRecord]) -> None:
         dvc_yaml = _read_yaml(root / "dvc.yaml") or {}
         self.names = {stage.get("cmd"): name for name, stage in (dvc_yaml.get("stages") or {}).items()}
-        self.params = {"params.yaml": _read_yaml(root / "params.yaml")}
+        self.params = {str(PARAMS_FILE): _read_yaml(root / PARAMS_FILE)}
         self.lock = (_read_yaml(root / "dvc.lock") or {}).get("stages") or {}
         self.producers = {
             (out["path"], out.get("md5")): record for record in records for out in record.entry.get("outs", [])
