@@ -95,6 +95,10 @@ def transfer_destination(repo: Repo, command: str, remote: str | None) -> str:
     return repo.config["remote"][remote or repo.config["core"]["remote"]]["url"]
 
 
+def counted(count: int) -> str:
+    return f"{count} run record{'' if count == 1 else 's'}"
+
+
 def push_run_records(repo: Repo, remote: str | None) -> None:
     """Upload every run record whose outputs are all in the local cache: first the outputs, then the record.
 
@@ -110,8 +114,8 @@ def push_run_records(repo: Repo, remote: str | None) -> None:
         if result.failed:
             raise ShareError(f"{len(result.failed)} run-cache outputs failed to upload; no run record pushed")
         uploaded = upload_records(local, remote_store(repo, remote), complete)
-    note = f"; skipped {len(incomplete)} run records whose outputs are not in the local cache" if incomplete else ""
-    print(f"{len(result.transferred)} run-cache output files and {len(uploaded)} run records pushed{note}")
+    note = f"; skipped {counted(len(incomplete))} whose outputs are not in the local cache" if incomplete else ""
+    print(f"{len(result.transferred)} run-cache output files and {counted(len(uploaded))} pushed{note}")
 
 
 def pull_run_records(repo: Repo, remote: str | None, before: set[str]) -> None:
@@ -131,11 +135,11 @@ def pull_run_records(repo: Repo, remote: str | None, before: set[str]) -> None:
         for record in incomplete:
             if record.path not in before:
                 remove_record(local, record)
-    print(f"{len(result.transferred)} run-cache output files fetched for {len(complete)} run records")
+    print(f"{len(result.transferred)} run-cache output files fetched for {counted(len(complete))}")
     if incomplete:
         name, _ = remote_name_and_url(repo, remote)
         print(
-            f"share: skipped {len(incomplete)} run records whose outputs are on no remote ('{name}' lacks them): "
+            f"share: skipped {counted(len(incomplete))} whose outputs are on no remote ('{name}' lacks them): "
             f"{describe_all(Path(repo.root_dir), incomplete, records)}",
             file=sys.stderr,
         )
