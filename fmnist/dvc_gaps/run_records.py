@@ -127,12 +127,38 @@ def missing_objects(record: RunRecord, stores: Sequence[Store]) -> set[str]:
     return missing
 
 
-def split_complete(records: Iterable[RunRecord], stores: Sequence[Store]) -> tuple[list[RunRecord], list[RunRecord]]:
-    """(records whose every object is in one of `stores`, the others)."""
+def split_complete(
+    records: Iterable[RunRecord], stores: Sequence[Store], workspace: Path | None = None
+) -> tuple[list[RunRecord], list[RunRecord]]:
+    """(records whose every object is in one of `stores`, the others); with `workspace`, matching workspace files of
+    outputs found nowhere are first added to the first store (`add_workspace_files`)."""
     complete, incomplete = [], []
     for record in records:
-        (incomplete if missing_objects(record, stores) else complete).append(record)
+        missing = missing_objects(record, stores)
+        if missing and workspace is not None:
+            add_workspace_files(record, stores[0], workspace, missing)
+            missing = missing_objects(record, stores)
+        (incomplete if missing else complete).append(record)
     return complete, incomplete
+
+
+def add_workspace_files(record: RunRecord, store: Store, root: Path, missing: set[str]) -> None:
+    """Add to `store` the workspace files of `record`'s file outputs whose objects are `missing` and whose bytes match.
+
+    Those are the `cache: false` metrics: in git, so every clone has the current run's, but on a remote only if
+    someone's push uploaded the run-cache's copies (a plain `dvc push --run-cache` does not), and DVC restores a run
+    only from objects in the cache. A copy, never a link: git tracks the workspace file.
+    """
+    import hashlib
+
+    for out in record.entry.get("outs", []):
+        oid, path = out.get("md5"), root / out["path"]
+        if oid in missing and not oid.endswith(".dir") and path.is_file():
+            with open(path, "rb") as handle:
+                if hashlib.file_digest(handle, "md5").hexdigest() != oid:
+                    continue
+            odb = store.odbs[DEFAULT_HASH if out.get("hash") == DEFAULT_HASH else LEGACY_HASH]
+            odb.add(str(path), store.fs, oid, hardlink=False)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -205,9 +231,11 @@ class Describer:
 
 
 def describe_all(root: Path, records: Sequence[RunRecord], context: Iterable[RunRecord] = ()) -> str:
-    """'train (train.dropout=0.4), evaluate (models/model.keras of train.dropout=0.4)'."""
+    """'train (train.dropout=0.4), evaluate (models/model.keras of train.dropout=0.4)', in dvc.yaml's stage order."""
     describer = Describer(root, [*records, *context])
-    return ", ".join(describer(record) for record in records)
+    order = {name: index for index, name in enumerate(describer.names.values())}
+    described = sorted((order.get(describer.stage(record), len(order)), describer(record)) for record in records)
+    return ", ".join(text for _, text in described)
 
 
 def remove_record(store: Store, record: RunRecord) -> None:

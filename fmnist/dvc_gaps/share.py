@@ -109,7 +109,7 @@ def push_run_records(repo: Repo, remote: str | None) -> None:
     """
     with repo.lock:
         local = local_store(repo)
-        complete, incomplete = split_complete(local.records(), [local])
+        complete, incomplete = split_complete(local.records(), [local], Path(repo.root_dir))
         result = repo.cloud.push(set(iter_objects(complete)), remote=remote)
         if result.failed:
             raise ShareError(f"{len(result.failed)} run-cache outputs failed to upload; no run record pushed")
@@ -126,11 +126,13 @@ def pull_run_records(repo: Repo, remote: str | None, before: set[str]) -> None:
     A record some of whose objects are neither here nor on the remote (a plain `dvc push --run-cache`, or objects
     deleted from the remote) is named in one line and, if this pull brought it, removed again: it could not be
     restored, and `push` would skip it anyway. `before` holds the records that were here before the pull.
+    The `cache: false` metrics a record lists are taken from the workspace when its files match (the current run's,
+    from git), as a plain `dvc push --run-cache` never uploads them.
     """
     with repo.lock:
         local = local_store(repo)
         records = local.records()
-        complete, incomplete = split_complete(records, [local, remote_store(repo, remote)])
+        complete, incomplete = split_complete(records, [local, remote_store(repo, remote)], Path(repo.root_dir))
         result = repo.cloud.pull(set(iter_objects(complete)), remote=remote)
         for record in incomplete:
             if record.path not in before:
