@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import dvc, git, set_param
 
 MODEL = "models/model.keras"
@@ -24,6 +25,16 @@ def delete_key(project: Path, key: str) -> None:
         kept.append(line)
     assert len(kept) == len(lines) - 1
     (project / "params.yaml").write_text("".join(kept))
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else "directory"
+
+
+def data_files(project: Path) -> list[tuple[str, str]]:
+    """md5 of fetch's and prepare's outputs; not of check_params' own (DVC deletes it before the check runs)."""
+    paths = [*(project / "data/raw").iterdir(), *(project / "data/prepared").iterdir()]
+    return sorted((str(path.relative_to(project)), md5(path)) for path in paths)
 
 
 def workspace(project: Path) -> dict[str, object]:
@@ -71,12 +82,22 @@ def test_a_bad_value_stops_repro_before_any_output_is_deleted(tiny_project: Path
     assert git(tiny_project, "status", "--porcelain") == ""
 
 
-def test_a_bad_value_in_any_section_stops_repro_at_the_check(tiny_project: Path) -> None:
+def test_a_bad_fetch_or_prepare_value_stops_repro_at_the_check(tiny_project: Path) -> None:
+    """fetch runs after the check by its place in dvc.yaml, prepare by its dep on the check's output."""
     dvc(tiny_project, "repro")
-    set_param(tiny_project, "prepare.val_size", "-5")
+    data = data_files(tiny_project)
+    for key, value in (("prepare.val_size", "-5"), ("prepare.seed", "seven")):
+        set_param(tiny_project, key, value)
+        failed = dvc(tiny_project, "repro", check=False)
+        assert failed.returncode != 0
+        assert "Running stage 'fetch'" not in failed.stdout and "Running stage 'prepare'" not in failed.stdout
+        errors = [line for line in failed.stderr.splitlines() if line.startswith(CHECK_ERROR)]
+        assert len(errors) == 1 and f"'{key}'" in errors[0] and value in errors[0], failed.stderr
+        git(tiny_project, "checkout", "params.yaml")
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["fetch"]["sources"] = "/not/a/list"
+    (tiny_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     failed = dvc(tiny_project, "repro", check=False)
-    assert failed.returncode != 0
-    assert "Running stage 'fetch'" not in failed.stdout and "Running stage 'prepare'" not in failed.stdout
-    assert any(
-        line.startswith("check_params: error:") and "'prepare.val_size'" in line for line in failed.stderr.splitlines()
-    )
+    assert failed.returncode != 0 and "Running stage 'fetch'" not in failed.stdout
+    assert f"{CHECK_ERROR}'fetch.sources' must be a list, got '/not/a/list'" in failed.stderr.splitlines()
+    assert data_files(tiny_project) == data
