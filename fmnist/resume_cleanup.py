@@ -6,8 +6,8 @@ check_params stage, which runs before train whenever params change:
 
 1. a state whose run is the one dvc.lock records for train is removed: that run's result is in the workspace,
    because the run finished (here or elsewhere), or because DVC restored it from the run-cache without running
-   train at all (so no train run could remove it then). Each state's `run.json` holds its run's params and the MD5
-   of each of train's deps, as dvc.lock writes them, for this comparison;
+   train at all (so no train run could remove it then). Each state's `state.json` names its run for this
+   comparison (`run`: the params, and the MD5 of each of train's deps, as dvc.lock writes them);
 2. of the states left, one whose files were last written more than `MAX_STATE_AGE_DAYS` days ago is removed, and of
    the rest only the `KEEP_STATES` most recently written are kept: an interrupted run can be resumed for a week,
    whichever other rates were tried meanwhile, and `.resume/` never grows past a few models.
@@ -28,11 +28,8 @@ from typing import Any
 
 import yaml
 
-from fmnist.atomic import atomic_file
-from fmnist.errors import writing
-
 RESUME_ROOT = Path(".resume/train")
-RUN_FILE = "run.json"
+STATE_FILE = "state.json"  # as fmnist.resume writes it
 LOCK_FILE = Path("dvc.lock")
 STAGE = "train"
 MAX_STATE_AGE_DAYS = 7
@@ -51,13 +48,6 @@ def run_identity(section: str, params: Mapping[str, Any], deps: Iterable[Path]) 
         "params": {f"{section}.{key}": value for key, value in values.items()},
         "deps": {path.as_posix(): file_md5(path) for path in deps},
     }
-
-
-def record_run(directory: Path, identity: Mapping[str, Any]) -> None:
-    """Write `run.json` into the run's state directory (creating it), so that cleaning can tell whose state it is."""
-    with writing("the resume state", directory, 64 * 1024):
-        with atomic_file(directory / RUN_FILE) as temporary:
-            temporary.write_text(json.dumps(identity, sort_keys=True), encoding="utf-8")
 
 
 def locked_run(lock: Path = LOCK_FILE, stage: str = STAGE) -> dict[str, Any] | None:
@@ -80,8 +70,8 @@ def _last_written(directory: Path) -> float:
 
 def _read_run(directory: Path) -> Any:
     try:
-        return json.loads((directory / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads((directory / STATE_FILE).read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
         return None
 
 

@@ -24,7 +24,7 @@ from fmnist.keras_archive import save_model
 from fmnist.model import build_model
 from fmnist.params import load_params
 from fmnist.resume import discard_state, resume_directory, resume_or_start, save_state
-from fmnist.resume_cleanup import clean_states, record_run, run_identity
+from fmnist.resume_cleanup import clean_states, run_identity
 from fmnist.runner import run_stage
 from fmnist.train_params import TrainParams
 from fmnist.training import Metrics, train_model
@@ -71,14 +71,14 @@ def _main(argv: Sequence[str] | None) -> None:
     image_shape = train.images.shape[1:]
     model, history = resume_or_start(state_directory, lambda: build_model(params, image_shape), params.epochs)
     deps = [*(_relative(path) for path in code_files), *inputs]  # as dvc.yaml lists them
-    record_run(state_directory, run_identity(TrainParams.SECTION, asdict(params), deps))
+    run = run_identity(TrainParams.SECTION, asdict(params), deps)
     width = len(str(params.epochs))
     started = time.perf_counter()
 
     def end_of_epoch(epoch: int, metrics: Metrics) -> None:
         nonlocal started
         history.append(metrics)
-        save_state(state_directory, model, history)
+        save_state(state_directory, model, history, run)
         _log_epoch(live, metrics)
         print(
             f"epoch {epoch + 1:>{width}}/{params.epochs}"

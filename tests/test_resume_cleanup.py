@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import dvc, run, set_param
 
-from fmnist.resume_cleanup import KEEP_STATES, MAX_STATE_AGE_DAYS, RUN_FILE, clean_states
+from fmnist.resume_cleanup import KEEP_STATES, MAX_STATE_AGE_DAYS, clean_states
 
 STATES = Path(".resume/train")
 
@@ -34,7 +34,7 @@ def leave_a_state_behind(project: Path, scratch: Path) -> Path:
         check=False,
     )
     (state,) = states(project)
-    assert (state / "state.json").is_file() and (state / RUN_FILE).is_file()
+    assert json.loads((state / "state.json").read_text())["run"]["params"]["train.dropout"] == 0.2
     return state
 
 
