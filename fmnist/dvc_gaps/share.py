@@ -3,7 +3,12 @@
 Plain DVC falls short in these ways (DVC 3.67.1; each checked by tests/test_sharing.py or tests/test_disk_full.py):
 
 * `dvc push --run-cache` uploads the run records but not the outputs they point to (treeverse/dvc PR #10472), so
-  `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads them too.
+  `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads each run
+  record whose outputs are in the local cache, after its outputs, and never a record without them.
+* A remote that plain `dvc push --run-cache` reached holds records whose outputs are on no remote, and DVC's own
+  collection of their objects raises `CollectCacheError` for a directory output. `pull` fetches every complete
+  record, drops the incomplete ones it brought, and names them in one line (stage and params), exiting 0 unless the
+  workspace's own outputs are missing. `python -m fmnist.dvc_gaps.check_cache --remote --remove` cleans the remote.
 * `dvc pull --run-cache` fetches the run records but not the objects they list beyond the workspace's cached outputs
   (not even the `cache: false` metrics of the current run), so after a failed run has deleted the outputs, `dvc repro`
   trains again instead of restoring them. `pull` fetches every run record's objects.
