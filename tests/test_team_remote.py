@@ -161,8 +161,11 @@ def test_pull_fails_only_when_the_workspace_outputs_are_missing(tiny_project: Pa
 
 
 def test_push_uploads_no_run_record_without_its_outputs(tiny_project: Path) -> None:
+    set_param(tiny_project, "train.dropout", "0.3")
+    dvc(tiny_project, "repro")
+    model_03 = md5(tiny_project / MODEL)
     model_04 = trained_04_then_committed_02(tiny_project)
-    object_path(tiny_project / ".dvc/cache", model_04).unlink()  # as `dvc gc` would: the 0.4 record is incomplete
+    object_path(tiny_project / ".dvc/cache", model_03).unlink()  # as `dvc gc` would: the 0.3 record is incomplete
 
     pushed = tool(tiny_project, "share", "push")
     assert pushed.returncode == 0, pushed.stderr
@@ -171,12 +174,22 @@ def test_push_uploads_no_run_record_without_its_outputs(tiny_project: Path) -> N
     records = remote_records(remote)
     local = list((tiny_project / ".dvc/cache/runs").glob("??/*/*"))
     assert len(records) == len(local) - 1
-    assert not any(out["md5"] == model_04 for record in records for out in record["outs"])
-    for record in records:  # every object of every record is on the remote, directories' files too
+    assert not any(out["md5"] == model_03 for record in records for out in record["outs"])
+    for record in records:  # every object of every record is on the remote
         for out in record["outs"]:
             assert object_path(remote, out["md5"]).is_file(), (record["cmd"], out)
-    checked = tool(tiny_project, "check_cache", "--remote")
+    checked = tool(tiny_project, "check_cache", "--remote")  # the files of every directory too
     assert checked.returncode == 0, checked.stderr
+
+    # The 0.4 run, never committed, comes to a teammate whole: restored, not trained.
+    fresh = clone_beside(tiny_project, "fresh")
+    pulled = tool(fresh, "share", "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert skipped_lines(pulled) == []
+    set_param(fresh, "train.dropout", "0.4")
+    repro = dvc(fresh, "repro").stdout
+    assert "Stage 'train' is cached - skipping run" in repro and "Running stage 'train'" not in repro, repro
+    assert md5(fresh / MODEL) == model_04
 
 
 def test_check_cache_finds_and_removes_records_whose_outputs_the_remote_lacks(tiny_project: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +97,7 @@ def remote_store(repo: Repo, remote: str | None) -> Store:
     return Store(legacy.fs, legacy.path, {DEFAULT_HASH: repo.cloud.get_remote_odb(remote), LEGACY_HASH: legacy})
 
 
-def _tree_oids(odbs: Sequence[HashFileDB], directory: HashInfo) -> set[str] | None:
+def _tree_entries(odbs: Sequence[HashFileDB], directory: HashInfo) -> list[HashInfo] | None:
     """The objects a `.dir` object lists, read from the first database that has it; None if none has it."""
     from dvc_data.hashfile.tree import Tree
 
@@ -107,17 +107,27 @@ def _tree_oids(odbs: Sequence[HashFileDB], directory: HashInfo) -> set[str] | No
                 tree = Tree.load(odb, directory)
             except (OSError, ValueError):
                 continue
-            return {hash_info.value for _, _, hash_info in tree if hash_info}
+            return [hash_info for _, _, hash_info in tree if hash_info]
     return None
+
+
+def record_objects(record: RunRecord, stores: Sequence[Store]) -> set[HashInfo]:
+    """Every object of `record`, with the files of each directory output whose `.dir` one of `stores` holds.
+
+    DVC's transfers need the files named: given only a `.dir` object, `push` uploads the `.dir` and not its files."""
+    objects = set()
+    for hash_info in record.objects():
+        objects.add(hash_info)
+        if hash_info.isdir:
+            objects |= set(_tree_entries([store.odbs[hash_info.name] for store in stores], hash_info) or [])
+    return objects
 
 
 def missing_objects(record: RunRecord, stores: Sequence[Store]) -> set[str]:
     """The objects of `record` (with the files of its directories) found in none of `stores`' databases."""
     wanted: dict[str, set[str]] = defaultdict(set)
-    for hash_info in record.objects():
+    for hash_info in record_objects(record, stores):
         wanted[hash_info.name].add(hash_info.value)
-        if hash_info.isdir:
-            wanted[hash_info.name] |= _tree_oids([store.odbs[hash_info.name] for store in stores], hash_info) or set()
     missing: set[str] = set()
     for name, oids in wanted.items():
         for store in stores:
@@ -266,6 +276,5 @@ def upload_records(source: Store, destination: Store, records: Iterable[RunRecor
     return copied
 
 
-def iter_objects(records: Iterable[RunRecord]) -> Iterator[HashInfo]:
-    for record in records:
-        yield from record.objects()
+def all_objects(records: Iterable[RunRecord], stores: Sequence[Store]) -> set[HashInfo]:
+    return {hash_info for record in records for hash_info in record_objects(record, stores)}

@@ -36,8 +36,8 @@ from dvc.exceptions import FileTransferError
 from dvc.repo import Repo
 
 from fmnist.dvc_gaps.run_records import (
+    all_objects,
     describe_all,
-    iter_objects,
     local_store,
     remote_store,
     remove_record,
@@ -115,10 +115,17 @@ def push_run_records(repo: Repo, remote: str | None) -> None:
     with repo.lock:
         local = local_store(repo)
         complete, incomplete = split_complete(local.records(), [local], Path(repo.root_dir))
-        result = repo.cloud.push(set(iter_objects(complete)), remote=remote)
+        result = repo.cloud.push(all_objects(complete, [local]), remote=remote)
         if result.failed:
             raise ShareError(f"{len(result.failed)} run-cache outputs failed to upload; no run record pushed")
-        uploaded = upload_records(local, remote_store(repo, remote), complete)
+        destination = remote_store(repo, remote)
+        uploaded, unsent = split_complete(complete, [destination])  # checked on the remote itself before each record
+        if unsent:
+            raise ShareError(f"the remote still lacks outputs of {counted(len(unsent))}; no run record pushed")
+        try:
+            uploaded = upload_records(local, destination, uploaded)
+        except OSError as error:
+            raise ShareError(f"cannot upload run records to {destination.root}: {error}") from None
     note = f"; skipped {counted(len(incomplete))} whose outputs are not in the local cache" if incomplete else ""
     print(f"{len(result.transferred)} run-cache output files and {counted(len(uploaded))} pushed{note}")
 
@@ -137,8 +144,11 @@ def pull_run_records(repo: Repo, remote: str | None, before: set[str]) -> None:
     with repo.lock:
         local = local_store(repo)
         records = local.records()
-        complete, incomplete = split_complete(records, [local, remote_store(repo, remote)], Path(repo.root_dir))
-        result = repo.cloud.pull(set(iter_objects(complete)), remote=remote)
+        stores = [local, remote_store(repo, remote)]
+        complete, incomplete = split_complete(records, stores, Path(repo.root_dir))
+        result = repo.cloud.pull(all_objects(complete, stores), remote=remote)
+        if result.failed:
+            raise ShareError(f"{len(result.failed)} run-cache outputs failed to download")
         for record in incomplete:
             if record.path not in before:
                 remove_record(local, record)
