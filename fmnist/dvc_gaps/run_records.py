@@ -132,7 +132,7 @@ def missing_objects(record: RunRecord, stores: Sequence[Store]) -> set[str]:
     for name, oids in wanted.items():
         for store in stores:
             if oids:
-                oids = oids - set(store.odbs[name].oids_exist(oids))
+                oids = oids - set(store.odbs.get(name, store.odbs[DEFAULT_HASH]).oids_exist(oids))
         missing |= oids
     return missing
 
