@@ -8,6 +8,9 @@ file, then `state.json`, which names that file, its SHA-256, the dropout layers'
 positions (Keras does not save those) and the metrics history. A state that fails any check is
 reported and discarded, and training starts again from epoch 1.
 
+A run that finishes removes its own state; `fmnist.resume_cleanup` removes the others (its docstring states the
+rule), using the `run` that `state.json` records (`run_identity`) to tell whose state a directory is.
+
 The weights file is a `.keras` archive, not `.weights.h5`: Keras builds the HDF5 data of an
 archive in memory and Python writes the zip, so a full disk is a plain OSError. `save_weights`
 hands HDF5 the file itself and leaves it open when a write fails; HDF5 then crashed the process
@@ -20,19 +23,19 @@ import hashlib
 import json
 import shutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fmnist.atomic import atomic_file
 from fmnist.errors import writing
 from fmnist.keras_archive import saved_size
+from fmnist.resume_cleanup import RESUME_ROOT
 from fmnist.training import Metrics
 
 if TYPE_CHECKING:
     from fmnist.tensorflow_setup import keras
 
-RESUME_ROOT = Path(".resume/train")
 STATE_FILE = "state.json"
 
 
@@ -53,8 +56,12 @@ def _seed_states(model: keras.Model) -> list[keras.Variable]:
     return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
 
 
-def save_state(directory: Path, model: keras.Model, history: list[Metrics]) -> None:
-    """Record that `len(history)` epochs are complete; a kill at any point leaves a usable state."""
+def save_state(
+    directory: Path, model: keras.Model, history: list[Metrics], run: Mapping[str, Any] | None = None
+) -> None:
+    """Record that `len(history)` epochs are complete; a kill at any point leaves a usable state.
+
+    `run` (`fmnist.resume_cleanup.run_identity`) names the run, for cleaning."""
     with writing("the resume state", directory, saved_size(model)):
         weights = directory / f"epoch-{len(history)}.keras"
         with atomic_file(weights) as temporary:
@@ -64,6 +71,7 @@ def save_state(directory: Path, model: keras.Model, history: list[Metrics]) -> N
             "weights_sha256": file_sha256(weights),
             "seed_states": [variable.numpy().tolist() for variable in _seed_states(model)],
             "history": history,
+            **({"run": run} if run is not None else {}),
         }
         with atomic_file(directory / STATE_FILE) as temporary:
             temporary.write_text(json.dumps(state), encoding="utf-8")

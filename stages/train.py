@@ -24,6 +24,7 @@ from fmnist.keras_archive import save_model
 from fmnist.model import build_model
 from fmnist.params import load_params
 from fmnist.resume import discard_state, resume_directory, resume_or_start, save_state
+from fmnist.resume_cleanup import clean_states, run_identity
 from fmnist.runner import run_stage
 from fmnist.train_params import TrainParams
 from fmnist.training import Metrics, train_model
@@ -32,6 +33,13 @@ if TYPE_CHECKING:
     from dvclive import Live
 
 CURVE_BYTES_PER_EPOCH = 4096  # DVCLive's four .tsv lines and summary, rounded up to a file system block
+
+
+def _relative(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _log_epoch(live: Live, metrics: Metrics) -> None:
@@ -50,8 +58,10 @@ def _main(argv: Sequence[str] | None) -> None:
     params = load_params(TrainParams)
     inputs = [args.prepared / "train.npz", args.prepared / "validation.npz"]
     train, validation = (load_split(args.prepared, name, as_pixels=True) for name in ("train", "validation"))
-    code = [path.read_text(encoding="utf-8") for path in code_closure(__spec__.name)]
+    code_files = code_closure(__spec__.name)
+    code = [path.read_text(encoding="utf-8") for path in code_files]
     state_directory = resume_directory([asdict(params), *code], inputs)
+    clean_states(keep=state_directory)
     # Only now, with params and inputs checked: importing TensorFlow takes seconds.
     from dvclive import Live
 
@@ -60,13 +70,15 @@ def _main(argv: Sequence[str] | None) -> None:
     configure_tensorflow(params.seed)
     image_shape = train.images.shape[1:]
     model, history = resume_or_start(state_directory, lambda: build_model(params, image_shape), params.epochs)
+    deps = [*(_relative(path) for path in code_files), *inputs]  # as dvc.yaml lists them
+    run = run_identity(TrainParams.SECTION, asdict(params), deps)
     width = len(str(params.epochs))
     started = time.perf_counter()
 
     def end_of_epoch(epoch: int, metrics: Metrics) -> None:
         nonlocal started
         history.append(metrics)
-        save_state(state_directory, model, history)
+        save_state(state_directory, model, history, run)
         _log_epoch(live, metrics)
         print(
             f"epoch {epoch + 1:>{width}}/{params.epochs}"

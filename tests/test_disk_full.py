@@ -79,6 +79,7 @@ def small_project(directory: Path) -> Path:
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(np.arange(count, dtype=np.uint8) % 10))
     set_param(project, "prepare.val_size", "100")
     dvc(project, "commit", "--force", "fetch")
+    dvc(project, "repro", "check_params")  # recorded too, so that a failing stage leaves dvc.lock as it was
     git(project, "add", "-A")
     git(project, "commit", "-qm", "tiny raw data")
     return project

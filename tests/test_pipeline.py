@@ -32,7 +32,7 @@ def test_repro_reruns_only_what_a_param_change_touches_and_restores_from_run_cac
     git(project, "commit", "-qm", "baseline")
 
     set_param(project, "train.dropout", "0.3")
-    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {"train"}
+    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {"check_params", "train"}
     changed = dvc(project, "repro").stdout
     assert ran(changed) == ["train", "evaluate"]
     assert "Stage 'fetch' didn't change" in changed and "Stage 'prepare' didn't change" in changed

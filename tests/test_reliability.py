@@ -249,13 +249,13 @@ def test_a_wrong_typed_param_fails_before_training_and_the_model_is_recoverable(
 
     failed = dvc(prepared, "repro", check=False)
     assert failed.returncode != 0
-    assert "train: error: params.yaml: 'train.epochs' must be int, got 'three'" in failed.stderr
+    assert "check_params: error: params.yaml: 'train.epochs' must be int, got 'three'" in failed.stderr
     assert "epoch " not in failed.stdout
     assert (prepared / "dvc.lock").read_text() == lock
     assert_cache_intact(prepared)
 
     set_param(prepared, "train.epochs", "1")
-    fixed = dvc(prepared, "repro").stdout  # DVC deleted the outputs before running: back from run-cache
+    fixed = dvc(prepared, "repro").stdout  # check_params stopped DVC before it deleted train's outputs
     assert "epoch " not in fixed
     assert (prepared / "models/model.keras").read_bytes() == model
     assert (prepared / "dvc.lock").read_text() == lock

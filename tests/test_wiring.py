@@ -16,6 +16,8 @@ from conftest import REPO_ROOT
 import fmnist.code
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+# check_params' output: a stage that reads params depends on it only to run after the check, not to read it.
+ORDERING_DEPS = {"data/params-checked.json"}
 
 
 def module_file(module: str) -> str:
@@ -66,7 +68,7 @@ def wiring_problems(stages: dict) -> list[str]:
             problems.append(f"{name}: params {sorted(declared_params)} != read {sorted(params_read(entry))}")
         outs = {next(iter(out)) if isinstance(out, dict) else out for key in ("outs", "metrics", "plots")
                 for out in stage.get(key, [])}  # fmt: skip
-        data_deps = deps - code_deps
+        data_deps = deps - code_deps - ORDERING_DEPS
 
         def covered(path: str, by: set[str]) -> bool:
             return any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in by)
@@ -101,6 +103,19 @@ def test_the_check_catches_a_miswired_stage(stage: str, key: str, change, proble
     stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
     stages[stage][key] = change(stages[stage].get(key, []))
     assert any(line.startswith(problem) for line in wiring_problems(stages))
+
+
+def test_every_stage_that_reads_params_runs_after_the_params_check() -> None:
+    """fetch is ordered by its place in dvc.yaml only (see the comment there); the others by their deps."""
+    stages = DVC_YAML["stages"]
+    assert next(iter(stages)) == "check_params"
+    checked = set(stages["check_params"]["params"])
+    for name, stage in stages.items():
+        if name != "check_params" and stage.get("params"):
+            assert name == "fetch" or ORDERING_DEPS <= set(stage["deps"]), name
+            assert set(stage["params"]) <= checked, name
+    outs = stages["check_params"]["outs"]
+    assert {next(iter(out)) if isinstance(out, dict) else out for out in outs} == ORDERING_DEPS
 
 
 def test_only_the_params_module_opens_params_yaml() -> None:

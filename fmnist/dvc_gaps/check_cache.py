@@ -8,6 +8,13 @@ good copies from the remote (which verifies hashes on pull) and restores the wor
 It also lists the partial copies (`.<token>.tmp`) that DVC leaves in the cache when copying an
 output into it fails, as on a full disk; `--remove` deletes them too. Run it while no other DVC
 command runs in the project: a copy in progress looks the same.
+
+`python -m fmnist.dvc_gaps.check_cache --remote [NAME]` checks the run records on a remote (default: core.remote)
+instead: it lists each record some of whose outputs the remote lacks (what a plain `dvc push --run-cache` of runs
+whose outputs were never pushed leaves, or objects deleted from the remote), naming its stage and params, and exits 1
+if there are any; with `--remove` it deletes those records from the remote (exit 0). Such a record is harmless to
+`python -m fmnist.dvc_gaps.share pull`, which skips it, but `dvc pull --run-cache` hands it on and DVC's
+`dvc repro --pull` tries to restore from it. Objects stay: only records are deleted.
 """
 
 from __future__ import annotations
@@ -43,10 +50,45 @@ def corrupted_objects(cache: Path) -> list[Path]:
     return corrupted
 
 
+def check_remote(remote: str | None, remove: bool) -> int:
+    """List (and with `remove`, delete) the run records on `remote` whose outputs are not all on it."""
+    from dvc.repo import Repo
+
+    from fmnist.dvc_gaps.run_records import describe_all, remote_store, remove_record, split_complete
+
+    with Repo() as repo:
+        name = remote or repo.config["core"].get("remote")
+        store = remote_store(repo, remote)
+        records = store.records()
+        _, incomplete = split_complete(records, [store])
+        for record in incomplete:
+            print(f"incomplete run record: {record.path}: {describe_all(Path(repo.root_dir), [record], records)}")
+            if remove:
+                remove_record(store, record)
+    if not incomplete:
+        print(f"check_cache: all {len(records)} run records on remote '{name}' have their outputs there")
+        return 0
+    action = "removed" if remove else "run with --remove to delete them"
+    print(
+        f"check_cache: {len(incomplete)} of {len(records)} run records on remote '{name}' lack outputs ({action})",
+        file=sys.stderr,
+    )
+    return 0 if remove else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fmnist.dvc_gaps.check_cache", description=__doc__.splitlines()[0])
-    parser.add_argument("--remove", action="store_true", help="delete corrupted objects so `dvc pull` refetches them")
+    parser.add_argument("--remove", action="store_true", help="delete what is found (objects; records with --remote)")
+    parser.add_argument(
+        "--remote",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="check the run records on this remote (default: core.remote) instead of the local cache",
+    )
     args = parser.parse_args(argv)
+    if args.remote is not None:
+        return check_remote(args.remote or None, args.remove)
     from dvc.repo import Repo
 
     with Repo() as repo:

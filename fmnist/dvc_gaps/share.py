@@ -3,7 +3,12 @@
 Plain DVC falls short in these ways (DVC 3.67.1; each checked by tests/test_sharing.py or tests/test_disk_full.py):
 
 * `dvc push --run-cache` uploads the run records but not the outputs they point to (treeverse/dvc PR #10472), so
-  `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads them too.
+  `dvc repro --pull` of a rate that someone else trained but did not commit retrains it. `push` uploads each run
+  record whose outputs are in the local cache, after its outputs, and never a record without them.
+* A remote that plain `dvc push --run-cache` reached holds records whose outputs are on no remote, and DVC's own
+  collection of their objects raises `CollectCacheError` for a directory output. `pull` fetches every complete
+  record, drops the incomplete ones it brought, and names them in one line (stage and params), exiting 0 unless the
+  workspace's own outputs are missing. `python -m fmnist.dvc_gaps.check_cache --remote --remove` cleans the remote.
 * `dvc pull --run-cache` fetches the run records but not the objects they list beyond the workspace's cached outputs
   (not even the `cache: false` metrics of the current run), so after a failed run has deleted the outputs, `dvc repro`
   trains again instead of restoring them. `pull` fetches every run record's objects.
@@ -22,20 +27,24 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dvc.cli import main as dvc_main
 from dvc.exceptions import FileTransferError
 from dvc.repo import Repo
 
+from fmnist.dvc_gaps.run_records import (
+    all_objects,
+    describe_all,
+    local_store,
+    remote_store,
+    remove_record,
+    split_complete,
+    upload_records,
+)
 from fmnist.errors import NO_SPACE, space_needed
-
-if TYPE_CHECKING:
-    from dvc.stage import Stage
-    from dvc_data.hashfile.hash_info import HashInfo
 
 
 class ShareError(Exception):
@@ -91,60 +100,66 @@ def transfer_destination(repo: Repo, command: str, remote: str | None) -> str:
     return repo.config["remote"][remote or repo.config["core"]["remote"]]["url"]
 
 
-def run_cache_stages(repo: Repo) -> Iterator[Stage]:
-    """The stage of every run record, rebuilt the way `dvc repro` rebuilds it to restore a run.
-
-    DVC has no public listing of run records; these are its own loaders (pinned DVC, see requirements.txt).
-    """
-    cache = repo.stage_cache
-    for record in sorted(Path(cache.cache_dir).glob("??/*/*")):
-        if not record.name.startswith("."):  # a temporary left by an interrupted save
-            entry = cache._load_cache(record.parent.name, record.name)
-            if entry:
-                yield cache._create_stage(entry)
+def counted(count: int) -> str:
+    return f"{count} run record{'' if count == 1 else 's'}"
 
 
-def run_record_objects(stages: Iterable[Stage]) -> set[HashInfo]:
-    """Every object the run records of `stages` list: their cached outputs and their `cache: false` metrics.
+def push_run_records(repo: Repo, remote: str | None) -> None:
+    """Upload every run record whose outputs are all in the local cache: first the outputs, then the record.
 
-    DVC restores a run only if all of them are in the local cache; it copies the metrics files in too.
-    """
-    objects: set[HashInfo] = set()
-    for stage in stages:
-        for ids in stage.get_used_objs().values():
-            objects |= ids
-    return objects
-
-
-def push_run_cache_outputs(repo: Repo, remote: str | None) -> None:
-    """Upload the outputs of every run record whose outputs are all in the local cache.
-
-    Records whose outputs are not here (pulled records of runs never checked out here, or `dvc gc`) are skipped:
-    for those, a teammate's `dvc repro --pull` runs the stage, as it would without the record.
+    `dvc push --run-cache` uploads every record and none of their outputs, so a teammate pulls records that cannot
+    be restored (and the next pull of DVC's own used-objects collection fails). Here a record goes up only after
+    all of its objects did; records whose outputs are not here (pulled records of runs never checked out here, or
+    `dvc gc`) are skipped: for those, a teammate's `dvc repro --pull` runs the stage, as it would without the record.
     """
     with repo.lock:
-        stages = list(run_cache_stages(repo))
-        complete = [stage for stage in stages if stage.outs_cached()]
-        result = repo.cloud.push(run_record_objects(complete), remote=remote)
-    if result.failed:
-        raise ShareError(f"{len(result.failed)} outputs of run-cache entries failed to upload")
-    skipped = len(stages) - len(complete)
-    note = f"; skipped {skipped} run records whose outputs are not in the local cache" if skipped else ""
-    print(f"{len(result.transferred)} run-cache output files pushed{note}")
+        local = local_store(repo)
+        complete, incomplete = split_complete(local.records(), [local], Path(repo.root_dir))
+        result = repo.cloud.push(all_objects(complete, [local]), remote=remote)
+        if result.failed:
+            raise ShareError(f"{len(result.failed)} run-cache outputs failed to upload; no run record pushed")
+        destination = remote_store(repo, remote)
+        uploaded, unsent = split_complete(complete, [destination])  # checked on the remote itself before each record
+        if unsent:
+            raise ShareError(f"the remote still lacks outputs of {counted(len(unsent))}; no run record pushed")
+        try:
+            uploaded = upload_records(local, destination, uploaded)
+        except OSError as error:
+            raise ShareError(f"cannot upload run records to {destination.root}: {error}") from None
+    note = f"; skipped {counted(len(incomplete))} whose outputs are not in the local cache" if incomplete else ""
+    print(f"{len(result.transferred)} run-cache output files and {counted(len(uploaded))} pushed{note}")
 
 
-def pull_run_cache_outputs(repo: Repo, remote: str | None) -> None:
-    """Download the outputs of every run record, so that `dvc repro` restores any of those runs without training.
+def pull_run_records(repo: Repo, remote: str | None, before: set[str]) -> None:
+    """Download the outputs of every complete run record, so that `dvc repro` restores any of those runs.
 
     `dvc pull --run-cache` fetches the records but only the workspace's cached outputs: the `cache: false`
     metrics of even the current run stay behind, and once a failed run has deleted them, `dvc repro` retrains.
+    A record some of whose objects are neither here nor on the remote (a plain `dvc push --run-cache`, or objects
+    deleted from the remote) is named in one line and, if this pull brought it, removed again: it could not be
+    restored, and `push` would skip it anyway. `before` holds the records that were here before the pull.
+    The `cache: false` metrics a record lists are taken from the workspace when its files match (the current run's,
+    from git), as a plain `dvc push --run-cache` never uploads them.
     """
     with repo.lock:
-        stages = list(run_cache_stages(repo))
-        result = repo.cloud.pull(run_record_objects(stages), remote=remote)
-        incomplete = sum(not stage.outs_cached() for stage in stages)
-    note = f"; {incomplete} run records lack outputs on the remote (those runs would train again)" if incomplete else ""
-    print(f"{len(result.transferred)} run-cache output files fetched{note}")
+        local = local_store(repo)
+        records = local.records()
+        stores = [local, remote_store(repo, remote)]
+        complete, incomplete = split_complete(records, stores, Path(repo.root_dir))
+        result = repo.cloud.pull(all_objects(complete, stores), remote=remote)
+        if result.failed:
+            raise ShareError(f"{len(result.failed)} run-cache outputs failed to download")
+        for record in incomplete:
+            if record.path not in before:
+                remove_record(local, record)
+    print(f"{len(result.transferred)} run-cache output files fetched for {counted(len(complete))}")
+    if incomplete:
+        name, _ = remote_name_and_url(repo, remote)
+        print(
+            f"share: skipped {counted(len(incomplete))} whose outputs are on no remote ('{name}' lacks them): "
+            f"{describe_all(Path(repo.root_dir), incomplete, records)}",
+            file=sys.stderr,
+        )
 
 
 def remote_name_and_url(repo: Repo, remote: str | None) -> tuple[str, str | None]:
@@ -180,18 +195,20 @@ def check_local_cache(repo: Repo, remote: str | None) -> None:
 
 
 def share(command: str, remote: str | None) -> int:
-    """DVC's own push or pull with the run-cache, then what it leaves out; raises ShareError."""
-    if command == "pull":
-        with Repo() as repo:
+    """DVC's own push (workspace outputs) or pull (with the run records), then the run records; raises ShareError."""
+    before: set[str] = set()
+    with Repo() as repo:
+        if command == "pull":
             require_existing_directory_remote(repo, remote)
-    status = dvc_main([command, "--run-cache", *(["-r", remote] if remote else [])])
+            before = set(local_store(repo).record_paths())
+    status = dvc_main([command, *(["--run-cache"] if command == "pull" else []), *(["-r", remote] if remote else [])])
     if status:
         return status
     with Repo() as repo:
         if command == "push":
-            push_run_cache_outputs(repo, remote)
+            push_run_records(repo, remote)
         else:
-            pull_run_cache_outputs(repo, remote)
+            pull_run_records(repo, remote, before)
             check_local_cache(repo, remote)
     return 0
 
