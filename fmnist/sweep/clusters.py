@@ -1,4 +1,4 @@
-"""Connecting a sweep to Dask beyond this machine: TLS certificates, a scheduler on other hosts, Slurm (docs/cluster.md).
+"""Dask beyond this machine for a sweep: TLS certificates, a scheduler on other hosts, Slurm (docs/cluster.md).
 
 * `fmnist-sweep certs DIR` makes a certificate authority dedicated to one cluster and a certificate for each role
   (scheduler, worker, client), with `openssl`. Dask checks only that a peer's certificate is signed by the CA file
@@ -157,7 +157,7 @@ def check_address(address: str, security: Security | None, insecure: bool) -> No
     encrypted = scheme == "tls"
     if encrypted and not (security and security.get_connection_args("client").get("ssl_context")):
         raise ClusterError(
-            f"the scheduler {address} speaks TLS: pass --tls-dir DIR with ca.pem, client.pem, client.key"
+            f"the scheduler {address} speaks TLS: pass --tls-dir DIR holding ca.pem, client.pem, client.key"
         )
     if encrypted or insecure:
         return
