@@ -113,13 +113,10 @@ def tls_cluster(team: Team, root: Path) -> Iterator[Cluster]:
             assert time.monotonic() < deadline and scheduler.poll() is None, "the scheduler never wrote its file"
             time.sleep(0.2)
         for name in ("host-b", "host-c"):
-            processes.append(
-                dask_command(
-                    clone_host(team, root, name), "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
-                    "--name", name, "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
-                    *tls_flags(certs, "worker"),
-                )  # fmt: skip
-            )
+            worker = ["worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1", "--name", name,
+                      "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
+                      *tls_flags(certs, "worker")]  # fmt: skip
+            processes.append(dask_command(clone_host(team, root, name), *worker))
         with clusters.connect_scheduler(None, str(scheduler_file), certs, False) as client:
             client.wait_for_workers(2, timeout=60)
         yield Cluster(scheduler_file, certs, processes)
@@ -180,7 +177,7 @@ def test_two_worker_hosts_over_tls_publish_a_sweep_and_hosts_without_the_certifi
         ) and seconds < REFUSED_SECONDS  # fmt: skip
         wrong_ca, seconds = sweep(team, *GRID, *where, "--tls-dir", str(rogue))
         assert wrong_ca.returncode == 1 and seconds < REFUSED_SECONDS
-        assert wrong_ca.stderr.startswith(f"sweep: error: cannot reach the Dask scheduler at {address}: TLS certificate")
+        assert wrong_ca.stderr.startswith(f"sweep: error: cannot reach the Dask scheduler at {address}: TLS cert")
         assert len(wrong_ca.stderr.splitlines()) == 1, wrong_ca.stderr
         assert git(team.origin, "for-each-ref", "refs/exps/") == ""
 
