@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import REPO_ROOT, dvc, git, tool_env
 from test_sweep_cluster import GRID, finished, team_remotes
@@ -38,8 +39,29 @@ def slurm(tmp_path: Path) -> Iterator[dict[str, str]]:
         assert down.returncode == 0, down.stdout + down.stderr
 
 
-def slurm_sweep(project: Path, env: dict[str, str], *args: str) -> tuple[str, set[str], float]:
-    """Run `fmnist.sweep run --slurm`; its output, the ids of the jobs squeue showed while it ran, and its seconds."""
+def listening(project: Path, driver: subprocess.Popen[str]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket the driver (the Dask scheduler runs in it) and the Slurm jobs' workers
+    (their log directory is under the project's parent) and their children listen on."""
+    roots = [psutil.Process(driver.pid)]
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "distributed.cli.dask_worker" in cmdline and str(project.parent) in cmdline:
+            roots.append(process)
+    found = set()
+    for root in roots:
+        try:
+            for process in [root, *root.children(recursive=True)]:
+                for connection in process.net_connections(kind="inet"):
+                    if connection.status == psutil.CONN_LISTEN:
+                        found.add((connection.laddr.ip, connection.laddr.port))
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def slurm_sweep(project: Path, env: dict[str, str], *args: str) -> tuple[str, set[str], float, set[tuple[str, int]]]:
+    """Run `fmnist.sweep run --slurm`; its output, the ids of the jobs squeue showed while it ran, its seconds and
+    the sockets its processes listened on."""
     started = time.monotonic()
     driver = subprocess.Popen(
         [sys.executable, "-m", "fmnist.sweep", "run", *args, "--slurm", "--slurm-partition", "debug",
@@ -47,12 +69,14 @@ def slurm_sweep(project: Path, env: dict[str, str], *args: str) -> tuple[str, se
         cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     seen: set[str] = set()
+    sockets: set[tuple[str, int]] = set()
     while driver.poll() is None:
         queue = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], env=env, capture_output=True, text=True).stdout
         seen |= {line.split()[0] for line in queue.splitlines() if line.split()[1:] == ["fmnist-sweep", "RUNNING"]}
+        sockets |= listening(project, driver)
         assert time.monotonic() - started < 600, "the sweep took over 10 minutes"
         time.sleep(0.5)
-    return driver.stdout.read(), seen, time.monotonic() - started
+    return driver.stdout.read(), seen, time.monotonic() - started, sockets
 
 
 def test_a_sweep_whose_workers_are_slurm_jobs_lands_in_a_teammates_exp_show(
@@ -63,12 +87,14 @@ def test_a_sweep_whose_workers_are_slurm_jobs_lands_in_a_teammates_exp_show(
     # One DVC cache per job: two points running fetch at once into one shared cache collided on a run-cache
     # temporary file here ("No such file or directory: …/dvc-cache/runs/…/.….tmp"), see docs/cluster.md.
     cache = f"export SWEEP_CACHE={tiny_project.parent}/dvc-cache-$SLURM_JOB_ID"
-    output, running, seconds = slurm_sweep(team.project, env, *GRID, "--slurm-prologue", cache)
+    output, running, seconds, sockets = slurm_sweep(team.project, env, *GRID, "--slurm-prologue", cache)
     assert "sweep: 2 of 2 points done" in output, output
     jobs = next(line for line in output.splitlines() if line.startswith("sweep: Slurm jobs ")).split()[3:5]
     jobs = [job.strip(",") for job in jobs]
     assert running == set(jobs), (running, output)  # both worker jobs were RUNNING in squeue during the sweep
     assert "sweep: Dask scheduler tls://127.0.0.1:" in output
+    # scheduler comm + HTTP, and per job a nanny, a worker and its HTTP server; all on loopback
+    assert len(sockets) >= 2 + 2 * 3 and {address for address, _ in sockets} == {"127.0.0.1"}, sockets
     lines = finished(output)
     assert len(lines) == 2 and all(" trained on " in line for line in lines), output
     completed = subprocess.run(["sacct", "-c", "-X", "-P", "-n", "-o", "jobid,jobname,state"], env=env,
@@ -88,7 +114,7 @@ def test_a_sweep_whose_workers_are_slurm_jobs_lands_in_a_teammates_exp_show(
         dvc(teammate, "pull")
         assert (teammate / "models/model.keras").stat().st_size > 0
 
-    again, _, _ = slurm_sweep(team.project, env, *GRID, "--slurm-prologue", cache)
+    again, _, _, _ = slurm_sweep(team.project, env, *GRID, "--slurm-prologue", cache)
     assert len(finished(again)) == 2 and all("published before" in line for line in finished(again)), again
     assert len(git(team.origin, "for-each-ref", "refs/exps/").splitlines()) == 2
     assert seconds < 300, seconds
