@@ -20,7 +20,6 @@ from conftest import REPO_ROOT, dvc, git, tool_env
 from test_sweep_cluster import GRID, finished, team_remotes
 
 pytestmark = [
-    pytest.mark.slow,  # about 90 s
     pytest.mark.skipif(shutil.which("slurmctld") is None, reason="needs Slurm: apt-get install slurm-wlm munge"),
     pytest.mark.skipif(os.geteuid() != 0, reason="starts slurmctld, slurmd and munged: needs root"),
 ]
@@ -79,6 +78,7 @@ def slurm_sweep(project: Path, env: dict[str, str], *args: str) -> tuple[str, se
     return driver.stdout.read(), seen, time.monotonic() - started, sockets
 
 
+@pytest.mark.slow  # about 90 s
 def test_a_sweep_whose_workers_are_slurm_jobs_lands_in_a_teammates_exp_show(
     tiny_project: Path, slurm: dict[str, str]
 ) -> None:
@@ -121,3 +121,21 @@ def test_a_sweep_whose_workers_are_slurm_jobs_lands_in_a_teammates_exp_show(
     assert len(finished(again)) == 2 and all("published before" in line for line in finished(again)), again
     assert len(git(team.origin, "for-each-ref", "refs/exps/").splitlines()) == 2
     assert seconds < 300, seconds
+
+
+def test_a_job_slurm_would_reject_is_one_line_before_anything_is_queued(
+    tiny_project: Path, slurm: dict[str, str]
+) -> None:
+    team = team_remotes(tiny_project)
+    started = time.monotonic()
+    refused = subprocess.run(
+        [sys.executable, "-m", "fmnist.sweep", "run", *GRID, "--slurm", "--slurm-memory", "100TB",
+         "--slurm-dir", str(tiny_project.parent / "slurm-jobs")],
+        cwd=team.project, env=slurm, capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 1 and time.monotonic() - started < 30
+    assert refused.stderr == (
+        "sweep: error: Slurm refuses the worker job (1 core, 100TB, 02:00:00, the default partition): "
+        "allocation failure: Requested node configuration is not available\n"
+    )
+    assert subprocess.run(["sacct", "-c", "-n"], env=slurm, capture_output=True, text=True).stdout == ""

@@ -246,7 +246,21 @@ def slurm_cluster(args: argparse.Namespace):  # -> dask_jobqueue.SLURMCluster
     )
 
 
-def slurm_job_ids(cluster, wanted: int) -> list[str]:
+def check_job_script(cluster, asked: str) -> None:
+    """`sbatch --test-only` on the worker job script: a job Slurm would reject is one line, before any is queued."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="fmnist-sweep-job-") as script:
+        script.write(cluster.job_script())
+        script.flush()
+        try:
+            result = subprocess.run(["sbatch", "--test-only", script.name], capture_output=True, text=True)
+        except FileNotFoundError:
+            raise ClusterError("--slurm needs Slurm's sbatch on PATH") from None
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if line.strip()] or ["no output"]
+        raise ClusterError(f"Slurm refuses the worker job ({asked}): {errors[0].removeprefix('sbatch: error: ')}")
+
+
+def slurm_job_ids(cluster, wanted: int, logs: Path) -> list[str]:
     """The Slurm job ids of the cluster's workers once all `wanted` jobs are submitted."""
     deadline = time.monotonic() + SLURM_START_SECONDS
     while time.monotonic() < deadline:
@@ -254,7 +268,7 @@ def slurm_job_ids(cluster, wanted: int) -> list[str]:
         if len(ids) >= wanted:
             return ids
         time.sleep(0.2)
-    raise ClusterError(f"Slurm did not accept {wanted} worker jobs in {SLURM_START_SECONDS} s: see {cluster.log_dir}")
+    raise ClusterError(f"Slurm did not accept {wanted} worker jobs in {SLURM_START_SECONDS} s: see {logs}")
 
 
 @contextmanager
@@ -265,13 +279,20 @@ def connect_slurm(args: argparse.Namespace) -> Iterator[Client]:
         cluster = slurm_cluster(args)
     except (OSError, RuntimeError, ValueError) as error:
         raise ClusterError(f"cannot start the Slurm cluster: {str(error).splitlines()[0]}") from None
-    with cluster:
+    try:
+        partition = args.slurm_partition or "the default partition"
+        check_job_script(cluster, f"1 core, {args.slurm_memory}, {args.slurm_walltime}, {partition}")
         print(f"sweep: Dask scheduler {cluster.scheduler_address}; submitting {args.slurm_jobs} Slurm jobs")
         cluster.scale(jobs=args.slurm_jobs)
-        ids = slurm_job_ids(cluster, args.slurm_jobs)
+        ids = slurm_job_ids(cluster, args.slurm_jobs, Path(args.slurm_dir).expanduser() / "logs")
         print(f"sweep: Slurm jobs {', '.join(sorted(ids, key=int))} (partition {args.slurm_partition or 'default'})")
         with Client(cluster) as client:
             yield client
+    finally:
+        try:
+            cluster.close()  # cancels the jobs (scancel)
+        except AssertionError:  # distributed asserts on workers whose job never started; nothing is left to cancel
+            pass
 
 
 # ---- the driver's options ------------------------------------------------------------------------------------
