@@ -1,4 +1,4 @@
-"""`python -m fmnist.sweep run|report`: run a grid of experiments on Dask, then collect them and pick a point."""
+"""`python -m fmnist.sweep run|report|certs`: run a grid of experiments on Dask, then collect them and pick a point."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from fmnist.sweep import driver, report
+from fmnist.sweep import clusters, driver, report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,5 +18,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary.add_argument("--output", type=Path, default=report.DEFAULT_OUTPUT, help=f"default: {report.DEFAULT_OUTPUT}")
     summary.add_argument("--rev", default="HEAD", help="the commit the experiments were run from (default: HEAD)")
     summary.add_argument("--git-remote", default="origin", help="pull experiments from it (default: origin)")
+    certs = commands.add_parser(
+        "certs", help="a CA for one Dask cluster and its scheduler, worker, client certificates"
+    )
+    clusters.add_certs_arguments(certs)
     args = parser.parse_args(argv)
+    if args.command == "certs":
+        return clusters.certs_main(args)
     return driver.main(args) if args.command == "run" else report.report(args)

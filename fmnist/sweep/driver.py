@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from fmnist.sweep import clusters
 from fmnist.sweep.grid import GridError, Point, grid_points, validate_points
 from fmnist.sweep.task import FAILED, PointJob, PointResult, run_point
 
@@ -169,15 +170,8 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
     """A client of the given scheduler, or of a LocalCluster that lives as long as the sweep."""
     from distributed import Client, LocalCluster
 
-    if args.scheduler or args.scheduler_file:
-        where = args.scheduler or args.scheduler_file
-        if args.scheduler_file and not Path(args.scheduler_file).is_file():
-            raise SubmitError(f"no scheduler file {args.scheduler_file}: start `dask scheduler --scheduler-file` first")
-        try:
-            client = Client(args.scheduler, scheduler_file=args.scheduler_file, timeout=CONNECT_SECONDS)
-        except OSError as error:
-            raise SubmitError(f"cannot reach the Dask scheduler at {where}: {error}") from None
-        with client:
+    if clusters.wanted(args):
+        with clusters.connect(args) as client:
             yield client
         return
     with (
@@ -199,6 +193,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://HOST:8786")
     where.add_argument("--scheduler-file", help="the file `dask scheduler --scheduler-file` wrote")
+    clusters.add_arguments(parser, where)  # --slurm, --tls-dir, --insecure, --slurm-* (docs/cluster.md)
     parser.add_argument(
         "--workers",
         type=int,
@@ -221,7 +216,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         with connect(args) as client:
             results = run_sweep(client, jobs)
-    except SubmitError as error:
+    except (SubmitError, clusters.ClusterError) as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 1
     print(table(jobs, results))
