@@ -102,11 +102,11 @@ def finished_line(point: Point, result: PointResult) -> str:
     )
 
 
-def outcome(future: Future) -> PointResult:
+def outcome(future: Future, name: str) -> PointResult:
     """The task's result; a task Dask gave up on (its workers kept dying) counts as a failed point."""
     if future.status == "error":
         error = future.exception()
-        return PointResult(str(future.key), FAILED, "", error=f"{type(error).__name__}: {error}".splitlines()[0])
+        return PointResult(name, FAILED, "", error=f"{type(error).__name__}: {error}".splitlines()[0])
     return future.result()
 
 
@@ -123,7 +123,7 @@ def run_sweep(
     while len(results) < len(futures):
         for name, future in futures.items():
             if name not in results and future.done():
-                results[name] = outcome(future)
+                results[name] = outcome(future, name)
                 say(finished_line(jobs[name][0], results[name]))
         started = {name for _, (sweep, name) in client.get_events(STARTED) if sweep == sweep_id}
         running = len(started - set(results))
@@ -143,7 +143,7 @@ def table(jobs: Mapping[str, tuple[Point, PointJob]], results: Mapping[str, Poin
         scores = [
             f"{result.metrics[key]:.4f}" if result.metrics else "-" for key in ("validation.accuracy", "test.accuracy")
         ]
-        rows.append((point.label(), result.status, *scores, name))
+        rows.append((point.label(), result.status, *scores, result.name or name))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows

@@ -6,11 +6,11 @@ once per host. `dvc exp run --pull` restores every stage whose run is already in
 fetch and prepare never re-run and a point trained anywhere before is restored, not retrained.
 
 Publishing is ordered so that nothing is ever half-visible: first the outputs and run records go to the DVC remote
-(`python -m fmnist.dvc_gaps.share push`: `dvc push --run-cache` plus the run records' outputs), then the experiment's git
-ref, by `git push` of `refs/exps/…`, which is what `dvc exp push --no-cache` does; `dvc exp push` alone pushes the
-ref before the outputs, and its own SSH client rejected a host that git's OpenSSH accepted. A point whose ref is
-already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point wins
-(git refuses to move an existing ref that is not an ancestor).
+(`python -m fmnist.dvc_gaps.share push`: `dvc push --run-cache` plus the run records' outputs), then the
+experiment's git ref, by `git push` of `refs/exps/…`, which is what `dvc exp push --no-cache` does; `dvc exp push`
+alone pushes the ref before the outputs, and its own SSH client rejected a host that git's OpenSSH accepted. A point
+whose ref is already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point
+wins (git refuses to move an existing ref that is not an ancestor).
 
 Hosts: `SWEEP_CACHE` (default `~/.cache/fashion-mnist-sweep/dvc-cache`) is the per-host cache and `SWEEP_SCRATCH`
 (default: the system's temporary directory) holds the clones, each removed when its point ends.
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmnist.processes import VENV_BIN, tool_env
+from fmnist.sweep.grid import published_experiment
 
 METRICS_FILES = ("reports/training/metrics.json", "reports/evaluation/metrics.json")
 REPORTED_METRICS = ("validation.accuracy", "test.accuracy")
@@ -61,7 +62,7 @@ class PointJob:
 
 @dataclass(frozen=True)
 class PointResult:
-    name: str
+    name: str  # the experiment's: the point's name, or the name it was published under before (`published_ref`)
     status: str  # TRAINED, RESTORED, PUBLISHED_BEFORE, PUBLISHED_MEANWHILE or FAILED
     host: str
     metrics: Mapping[str, float] = field(default_factory=dict)
@@ -119,13 +120,18 @@ def local_config(cache: Path, remote: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def published_ref(job: PointJob, clone: Path) -> bool:
-    return bool(command(["git", "ls-remote", job.git_url, job.exp_ref], clone).strip())
+def published_ref(job: PointJob, clone: Path) -> str | None:
+    """The ref of the point's experiment on the git remote: under its name, or under an earlier name with the same
+    params digest (`grid.published_experiment`); None if it is not published."""
+    listed = command(["git", "ls-remote", job.git_url, f"{job.exp_ref.rsplit('/', 1)[0]}/*"], clone)
+    refs = [line.split("\t", 1)[1] for line in listed.splitlines() if "\t" in line]
+    name = published_experiment(job.name, refs)
+    return next(ref for ref in refs if ref.rsplit("/", 1)[-1] == name) if name else None
 
 
-def published_metrics(job: PointJob, clone: Path) -> dict[str, float]:
+def published_metrics(ref: str, job: PointJob, clone: Path) -> dict[str, float]:
     """The metrics committed in the point's published experiment (metrics files are kept in git)."""
-    command(["git", "fetch", "-q", job.git_url, job.exp_ref], clone)
+    command(["git", "fetch", "-q", job.git_url, ref], clone)
     files = [command(["git", "show", f"FETCH_HEAD:{path}"], clone) for path in METRICS_FILES]
     return reported_metrics(files)
 
@@ -167,10 +173,11 @@ def clone_at(job: PointJob, scratch: Path) -> Path:
     return clone
 
 
-def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tuple[str, dict[str, float]]:
-    """Run the point unless it is published; publish outputs before the ref. (status, metrics)."""
-    if published_ref(job, clone):
-        return PUBLISHED_BEFORE, published_metrics(job, clone)
+def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tuple[str, dict[str, float], str]:
+    """Run the point unless it is published; publish outputs before the ref. (status, metrics, experiment name)."""
+    ref = published_ref(job, clone)
+    if ref:
+        return PUBLISHED_BEFORE, published_metrics(ref, job, clone), ref.rsplit("/", 1)[-1]
     started = time.monotonic()
     output = dvc(clone, "exp", "run", "--pull", "-n", job.name, *(f"-S{param}" for param in job.set_params))
     seconds["run"] = time.monotonic() - started
@@ -187,7 +194,7 @@ def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tu
             raise
         status = PUBLISHED_MEANWHILE
     seconds["publish"] = time.monotonic() - started
-    return status, metrics
+    return status, metrics, job.name
 
 
 def run_point(job: PointJob) -> PointResult:
@@ -202,8 +209,8 @@ def run_point(job: PointJob) -> PointResult:
         started = time.monotonic()
         clone = clone_at(job, scratch)
         seconds["clone"] = time.monotonic() - started
-        status, metrics = run_and_publish(job, clone, seconds)
-        return PointResult(job.name, status, host, metrics, seconds=seconds)
+        status, metrics, experiment = run_and_publish(job, clone, seconds)
+        return PointResult(experiment, status, host, metrics, seconds=seconds)
     except PointError as error:
         return PointResult(job.name, FAILED, host, error=str(error), seconds=seconds)
     finally:
