@@ -27,10 +27,11 @@ from fmnist.sweep.grid import GridError, Point, grid_points, validate_points
 from fmnist.sweep.task import FAILED, PointJob, PointResult, run_point
 
 if TYPE_CHECKING:
-    from distributed import Client, Future
+    from distributed import Client, Future, LocalCluster
 
 POLL_SECONDS = 1.0
 CONNECT_SECONDS = 30
+LOOPBACK = "127.0.0.1"
 # Each task logs this event as it starts: the scheduler's own "processing" also counts tasks queued on a worker.
 STARTED = "sweep point started"
 
@@ -167,7 +168,7 @@ def prepare_jobs(args: argparse.Namespace) -> dict[str, tuple[Point, PointJob]]:
 @contextmanager
 def connect(args: argparse.Namespace) -> Iterator[Client]:
     """A client of the given scheduler, or of a LocalCluster that lives as long as the sweep."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if args.scheduler or args.scheduler_file:
         where = args.scheduler or args.scheduler_file
@@ -180,11 +181,39 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
         with client:
             yield client
         return
-    with (
-        LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_cluster(args.workers) as cluster, Client(cluster, security=cluster.security) as client:
         yield client
+
+
+@contextmanager
+def local_cluster(workers: int) -> Iterator[LocalCluster]:
+    """Single-threaded worker processes on this machine, closed to everyone else and to this host's other users.
+
+    Scheduler, nannies and workers listen on 127.0.0.1 only, and speak TLS with certificates made for this cluster
+    (`Security.temporary`, kept in memory): a Dask client may run any code on a worker, so no one without them may
+    connect. No dashboard: each server's HTTP listener (Dask always starts one) is on a random loopback port and
+    serves no route, not even the worker list.
+    """
+    import dask
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    no_routes = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+    with (
+        dask.config.set(no_routes),
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host=LOOPBACK,
+            protocol="tls://",
+            security=Security.temporary(),
+            dashboard_address=None,
+            worker_dashboard_address=None,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": f"{LOOPBACK}:0"},
+        ) as cluster,
+    ):
+        yield cluster
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
