@@ -14,7 +14,7 @@ Plain DVC falls short in these ways (DVC 3.67.1; each checked by tests/test_shar
 * On a fresh clone anywhere but beside the author's, the default remote (a directory) does not exist, and DVC says so in
   a dozen lines about missing cache files. `pull` says so in one, with what to do instead.
 
-Usage, from the repository root:  python -m fmnist.dvc_gaps.share {push,pull} [-r REMOTE]
+Usage, from the repository root:  python -m fmnist.dvc_gaps.share {push,pull} [-r REMOTE] [--workspace-runs]
 """
 
 from __future__ import annotations
@@ -133,6 +133,43 @@ def push_run_cache_outputs(repo: Repo, remote: str | None) -> None:
     print(f"{len(result.transferred)} run-cache output files pushed{note}")
 
 
+def workspace_run_records(repo: Repo) -> list[tuple[Stage, Path]]:
+    """Each pipeline stage as dvc.lock has it now, with the run record of that run (the one `dvc repro` saved or
+    restored): its path in the local cache is named by the hashes of the stage's deps and of its lock entry."""
+    from dvc.stage.cache import _can_hash, _get_cache_hash, _get_stage_hash
+    from dvc.stage.serialize import to_single_stage_lockfile
+
+    records = []
+    for stage in repo.index.stages:
+        if _can_hash(stage):
+            key, value = _get_stage_hash(stage), _get_cache_hash(to_single_stage_lockfile(stage))
+            record = Path(repo.stage_cache._get_cache_path(key, value))
+            if record.is_file():
+                records.append((stage, record))
+    return records
+
+
+def push_workspace_run_records(repo: Repo, remote: str | None) -> None:
+    """Upload the run records of the workspace's own runs and their outputs, and no other record of the local cache.
+
+    `dvc push --run-cache` uploads every record of the local cache: a cache shared by several projects on one host
+    would give each project's remote the others' runs. Each record is copied beside a temporary name and renamed.
+    """
+    from dvc.fs import generic
+
+    with repo.lock:
+        records = workspace_run_records(repo)
+        result = repo.cloud.push(run_record_objects(stage for stage, _ in records), remote=remote)
+        if result.failed:
+            raise ShareError(f"{len(result.failed)} outputs of run-cache entries failed to upload")
+        odb = repo.cloud.get_remote_odb(remote, "push --run-cache", hash_name="md5-dos2unix")
+        cache_root = Path(repo.cache.legacy.path)
+        for _, record in records:
+            destination = odb.fs.join(odb.path, *record.relative_to(cache_root).parts)
+            generic.copy(repo.cache.legacy.fs, str(record), odb.fs, destination)
+    print(f"{len(records)} run records of this workspace pushed, with {len(result.transferred)} output files")
+
+
 def pull_run_cache_outputs(repo: Repo, remote: str | None) -> None:
     """Download the outputs of every run record, so that `dvc repro` restores any of those runs without training.
 
@@ -179,16 +216,22 @@ def check_local_cache(repo: Repo, remote: str | None) -> None:
         )
 
 
-def share(command: str, remote: str | None) -> int:
-    """DVC's own push or pull with the run-cache, then what it leaves out; raises ShareError."""
+def share(command: str, remote: str | None, workspace_runs: bool = False) -> int:
+    """DVC's own push or pull with the run-cache, then what it leaves out; raises ShareError.
+
+    With `workspace_runs`, a push uploads the workspace's outputs and the run records of its stages' current runs
+    only, not every record in the local cache."""
     if command == "pull":
         with Repo() as repo:
             require_existing_directory_remote(repo, remote)
-    status = dvc_main([command, "--run-cache", *(["-r", remote] if remote else [])])
+    run_cache = [] if workspace_runs else ["--run-cache"]
+    status = dvc_main([command, *run_cache, *(["-r", remote] if remote else [])])
     if status:
         return status
     with Repo() as repo:
-        if command == "push":
+        if command == "push" and workspace_runs:
+            push_workspace_run_records(repo, remote)
+        elif command == "push":
             push_run_cache_outputs(repo, remote)
         else:
             pull_run_cache_outputs(repo, remote)
@@ -200,13 +243,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fmnist.dvc_gaps.share", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("push", "pull"))
     parser.add_argument("-r", "--remote", help="remote name (default: core.remote)")
+    parser.add_argument(
+        "--workspace-runs",
+        action="store_true",
+        help="push: only the run records of the workspace's stages as dvc.lock has them (not the whole run-cache)",
+    )
     args = parser.parse_args(argv)
+    if args.workspace_runs and args.command != "push":
+        parser.error("--workspace-runs is an option of push")
 
     full_disk = FullDisk()
     message = None
     with filtered(full_disk):
         try:
-            status = share(args.command, args.remote)
+            status = share(args.command, args.remote, args.workspace_runs)
         except ShareError as error:
             status, message = 1, str(error)
     if full_disk.failures:  # the cause of any other failure

@@ -12,12 +12,15 @@ alone pushes the ref before the outputs, and its own SSH client rejected a host 
 whose ref is already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point
 wins (git refuses to move an existing ref that is not an ancestor).
 
-Hosts: `SWEEP_CACHE` (default `~/.cache/fashion-mnist-sweep/dvc-cache`) is the per-host cache and `SWEEP_SCRATCH`
-(default: the system's temporary directory) holds the clones, each removed when its point ends.
+Hosts: `SWEEP_CACHE` (default `~/.cache/fashion-mnist-sweep/<first 12 hex digits of the SHA-256 of the git remote's
+URL>/dvc-cache`: one per project) is the per-host cache and `SWEEP_SCRATCH` (default: the system's temporary
+directory) holds the clones, each removed when its point ends. A point publishes the run records of its own
+stages' runs only (`share push --workspace-runs`), never the rest of a cache it shares.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -103,8 +106,13 @@ def dvc(clone: Path, *args: str) -> str:
     return command([str(VENV_BIN / "dvc"), *args], clone)
 
 
-def host_cache() -> Path:
-    return Path(os.environ.get("SWEEP_CACHE") or Path.home() / ".cache/fashion-mnist-sweep/dvc-cache")
+def host_cache(git_url: str) -> Path:
+    """`SWEEP_CACHE`, else this host's cache for the sweeps that publish to `git_url`: one project's clones share it,
+    other projects' sweeps on this host do not."""
+    if os.environ.get("SWEEP_CACHE"):
+        return Path(os.environ["SWEEP_CACHE"])
+    project = hashlib.sha256(git_url.encode()).hexdigest()[:12]
+    return Path.home() / ".cache/fashion-mnist-sweep" / project / "dvc-cache"
 
 
 def local_config(cache: Path, remote: Sequence[tuple[str, str]]) -> str:
@@ -169,7 +177,7 @@ def clone_at(job: PointJob, scratch: Path) -> Path:
     clone = scratch / "repo"
     command(["git", "clone", "-q", "--no-checkout", job.git_url, str(clone)], scratch)
     command(["git", "checkout", "-q", "--detach", job.commit], clone)
-    (clone / ".dvc/config.local").write_text(local_config(host_cache(), job.dvc_remote), encoding="utf-8")
+    (clone / ".dvc/config.local").write_text(local_config(host_cache(job.git_url), job.dvc_remote), encoding="utf-8")
     return clone
 
 
@@ -184,9 +192,10 @@ def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tu
     status = RESTORED if "Stage 'train' is cached - skipping run" in output else TRAINED
     metrics = reported_metrics([(clone / path).read_text(encoding="utf-8") for path in METRICS_FILES])
     started = time.monotonic()
-    command([sys.executable, "-m", "fmnist.dvc_gaps.share", "push", "-r", REMOTE_NAME], clone)
+    push = [sys.executable, "-m", "fmnist.dvc_gaps.share", "push", "-r", REMOTE_NAME, "--workspace-runs"]
+    command(push, clone)  # the records of this point's own runs, not the host cache's others
     if remove_truncated_remote_objects(clone):  # DVC skipped them as present: upload them again
-        command([sys.executable, "-m", "fmnist.dvc_gaps.share", "push", "-r", REMOTE_NAME], clone)
+        command(push, clone)
     try:
         command(["git", "push", "-q", job.git_url, f"{job.exp_ref}:{job.exp_ref}"], clone)
     except PointError:
