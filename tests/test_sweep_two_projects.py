@@ -8,22 +8,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import dvc, git, make_project, set_param, tool_env, use_tiny_dataset
-
-
-def sweep_project(root: Path, validation_images: int) -> Path:
-    """A tiny-dataset project with a bare git repository as `origin` and a directory as its default DVC remote,
-    `root`/storage. Its own dataset directory and validation size: no stage's run is another project's."""
-    root.mkdir()
-    project = make_project(root / "project")
-    use_tiny_dataset(project, root / "data")
-    set_param(project, "prepare.val_size", str(validation_images))
-    git(project, "commit", "-qam", "validation size")
-    git(root, "init", "-q", "--bare", "--initial-branch=main", "origin.git")
-    git(project, "remote", "add", "origin", str(root / "origin.git"))
-    git(project, "push", "-q", "origin", "HEAD:refs/heads/main")
-    dvc(project, "remote", "add", "--local", "--default", "team", str(root / "storage"))
-    return project
+from conftest import tool_env
+from tiny_sweeps import sweep_project
 
 
 def sweep(project: Path, home: Path, *grid: str, **env: str) -> str:

@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,9 @@ RESTORED = "restored from the run-cache"
 PUBLISHED_BEFORE = "published before"
 PUBLISHED_MEANWHILE = "published meanwhile by another attempt"
 FAILED = "failed"
+CANCELLED = "cancelled"
+CANCEL_POLL_SECONDS = 0.5
+CANCEL_GRACE_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class PointJob:
 @dataclass(frozen=True)
 class PointResult:
     name: str  # the experiment's: the point's name, or the name it was published under before (`published_ref`)
-    status: str  # TRAINED, RESTORED, PUBLISHED_BEFORE, PUBLISHED_MEANWHILE or FAILED
+    status: str  # TRAINED, RESTORED, PUBLISHED_BEFORE, PUBLISHED_MEANWHILE, FAILED or CANCELLED
     host: str
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str = ""
@@ -81,6 +85,17 @@ class PointError(Exception):
     """A command of the point failed; its message is the one line that says why."""
 
 
+class PointCancelled(PointError):
+    """The sweep was cancelled (`run_point`'s `cancelled`): the point's command was stopped, or never started."""
+
+
+def never() -> bool:
+    return False
+
+
+_cancelled: ContextVar[Callable[[], bool]] = ContextVar("cancelled", default=never)
+
+
 def one_line_error(output: str) -> str:
     """The stage's own one-line error if a stage failed, else DVC's or git's last error line."""
     stage = STAGE_ERROR.findall(output)
@@ -91,15 +106,40 @@ def one_line_error(output: str) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
-def command(args: Sequence[str], cwd: Path) -> str:
-    """Run a command; its combined output, or PointError. `setpriv` ends it if this worker dies."""
+def command(args: Sequence[str], cwd: Path, cancellable: bool = True) -> str:
+    """Run a command; its combined output, or PointError. `setpriv` ends it if this worker dies.
+
+    While it runs, the point's `cancelled` (see `run_point`) is asked every CANCEL_POLL_SECONDS; once it says yes,
+    the command gets SIGTERM (the stages end on it, and `dvc` dying ends its stage: `fmnist.runner.exit_with_parent`),
+    SIGKILL after CANCEL_GRACE_SECONDS, and PointCancelled is raised. A cancelled point starts no command; a command
+    that is not `cancellable` runs to its end."""
+    cancelled = _cancelled.get() if cancellable else never
+    if cancelled():
+        raise PointCancelled(CANCELLED)
     guard = ["setpriv", "--pdeathsig", "SIGTERM"] if shutil.which("setpriv") else []
-    result = subprocess.run(
+    with subprocess.Popen(
         [*guard, *args], cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    if result.returncode != 0:
-        raise PointError(one_line_error(result.stdout))
-    return result.stdout
+    ) as process:
+        output = None
+        while output is None:
+            try:
+                output, _ = process.communicate(timeout=CANCEL_POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                if cancelled():
+                    stop(process)
+                    raise PointCancelled(CANCELLED) from None
+    if process.returncode != 0:
+        raise PointError(one_line_error(output))
+    return output
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.communicate(timeout=CANCEL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
 
 
 def dvc(clone: Path, *args: str) -> str:
@@ -196,8 +236,11 @@ def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tu
     command(push, clone)  # the records of this point's own runs, not the host cache's others
     if remove_truncated_remote_objects(clone):  # DVC skipped them as present: upload them again
         command(push, clone)
+    if _cancelled.get()():  # the outputs are on the DVC remote, but without the ref no one sees this point
+        raise PointCancelled(CANCELLED)
     try:
-        command(["git", "push", "-q", job.git_url, f"{job.exp_ref}:{job.exp_ref}"], clone)
+        # Not stopped midway: once git has moved the ref, the point is published, and is reported so.
+        command(["git", "push", "-q", job.git_url, f"{job.exp_ref}:{job.exp_ref}"], clone, cancellable=False)
     except PointError:
         if not published_ref(job, clone):  # else another attempt of this point published first: that one counts
             raise
@@ -206,8 +249,12 @@ def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tu
     return status, metrics, job.name
 
 
-def run_point(job: PointJob) -> PointResult:
-    """Run and publish one point in a scratch clone; a failure comes back as a result, never as an exception."""
+def run_point(job: PointJob, cancelled: Callable[[], bool] = never) -> PointResult:
+    """Run and publish one point in a scratch clone; a failure comes back as a result, never as an exception.
+
+    `cancelled` is asked while each command runs and before the experiment's ref is pushed: once it says yes, the
+    running command is stopped and nothing more is published; the result's status is CANCELLED."""
+    token = _cancelled.set(cancelled)
     host = socket.gethostname()
     seconds: dict[str, float] = {}
     scratch_root = os.environ.get("SWEEP_SCRATCH") or None
@@ -220,7 +267,10 @@ def run_point(job: PointJob) -> PointResult:
         seconds["clone"] = time.monotonic() - started
         status, metrics, experiment = run_and_publish(job, clone, seconds)
         return PointResult(experiment, status, host, metrics, seconds=seconds)
+    except PointCancelled:
+        return PointResult(job.name, CANCELLED, host, seconds=seconds)
     except PointError as error:
         return PointResult(job.name, FAILED, host, error=str(error), seconds=seconds)
     finally:
+        _cancelled.reset(token)
         shutil.rmtree(scratch, ignore_errors=True)
