@@ -10,8 +10,11 @@ A worker that dies mid-point has its task rerun elsewhere by Dask (`distributed.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -256,8 +259,11 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
         where = args.scheduler or args.scheduler_file
         if args.scheduler_file and not Path(args.scheduler_file).is_file():
             raise SubmitError(f"no scheduler file {args.scheduler_file}: start `dask scheduler --scheduler-file` first")
+        timeout = getattr(args, "timeout", CONNECT_SECONDS)
+        address = args.scheduler or scheduler_file_address(Path(args.scheduler_file))
+        check_reachable(address, timeout)
         try:
-            client = Client(args.scheduler, scheduler_file=args.scheduler_file, timeout=CONNECT_SECONDS)
+            client = Client(args.scheduler, scheduler_file=args.scheduler_file, timeout=timeout)
         except OSError as error:
             raise SubmitError(f"cannot reach the Dask scheduler at {where}: {error}") from None
         with client:
@@ -265,6 +271,51 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
         return
     with local_cluster(args.workers) as cluster, Client(cluster, security=cluster.security) as client:
         yield client
+
+
+def scheduler_file_address(path: Path) -> str:
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["address"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SubmitError(f"{path} is not a scheduler file: it has no address") from None
+
+
+def check_reachable(address: str, timeout: float) -> None:
+    """Fail at once where nothing listens (connection refused) or the host is unknown; Dask's client would retry
+    those for its whole timeout. A slow network gets the timeout, here and then in the client."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parse_host_port(location)
+    except ValueError:
+        raise SubmitError(f"'{address}' is not a scheduler address, e.g. tcp://HOST:8786") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except TimeoutError:
+        raise SubmitError(f"cannot reach the Dask scheduler at {address}: no answer in {timeout:g} s") from None
+    except OSError as error:  # refused, unknown host, no route
+        reason = error.strerror or str(error)
+        raise SubmitError(f"cannot reach the Dask scheduler at {address}: {reason}") from None
+    try:
+        asyncio.run(asyncio.wait_for(dask_handshake(address), timeout))
+    except TimeoutError:
+        raise SubmitError(f"cannot reach the Dask scheduler at {address}: no Dask answer in {timeout:g} s") from None
+    except OSError as error:
+        raise SubmitError(f"cannot reach the Dask scheduler at {address}: {error}") from None
+
+
+async def dask_handshake(address: str) -> None:
+    """Connect as a client does, handshake included: Dask's client waits for the handshake's reply without a
+    timeout (distributed 2026.8.0, `distributed.comm.core.connect`), so a server that accepts and stays silent
+    would hang the sweep for ever."""
+    from distributed.comm import connect as comm_connect
+    from distributed.security import Security
+
+    comm = await comm_connect(address, **Security().get_connection_args("client"))
+    await comm.close()
 
 
 @contextmanager
@@ -333,9 +384,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.cpu_count(),
         help="single-threaded workers of the LocalCluster when no scheduler is given (default: CPUs)",
     )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=CONNECT_SECONDS,
+        help=f"seconds to wait for --scheduler to answer (default: {CONNECT_SECONDS}); refused is reported at once",
+    )
     parser.add_argument("--rev", default="HEAD", help="the commit to sweep from (default: HEAD); must be on the remote")
     parser.add_argument("--git-remote", default="origin", help="git remote the workers clone from (default: origin)")
     parser.add_argument("--dvc-remote", help="DVC remote the points are published to (default: core.remote)")
+
+
+def shown(url: str) -> str:
+    """A URL to print: without a user's password or token in it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -355,7 +422,12 @@ def sweep(args: argparse.Namespace) -> int:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 1
     commit = next(iter(jobs.values()))[1].commit
-    print(f"sweep: {len(jobs)} points of commit {commit[:7]}, published to {args.git_remote} and the DVC remote")
+    point_job = next(iter(jobs.values()))[1]
+    where = args.scheduler or args.scheduler_file or f"a LocalCluster of {args.workers} workers"
+    print(
+        f"sweep: {len(jobs)} points of commit {commit[:7]} on {where}; publishing to git {shown(point_job.git_url)} "
+        f"and DVC {shown(dict(point_job.dvc_remote)['url'])}"
+    )
     try:
         with connect(args) as client:
             results = run_sweep(client, jobs)
