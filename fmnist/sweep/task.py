@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -36,12 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmnist.processes import VENV_BIN, tool_env
+from fmnist.runner import STAGE_REPORT_VARIABLE
 from fmnist.sweep.grid import published_experiment
 
 METRICS_FILES = ("reports/training/metrics.json", "reports/evaluation/metrics.json")
 REPORTED_METRICS = ("validation.accuracy", "test.accuracy")
 REMOTE_NAME = "sweep"
-STAGE_ERROR = re.compile(r"^(?:fetch|prepare|train|evaluate): (?:error|interrupted)\b.*$", re.MULTILINE)
+STAGE_OUTCOMES = "stage-outcomes.jsonl"  # beside the clone: each stage's outcome (`fmnist.runner.report_outcome`)
 TRAINED = "trained"
 RESTORED = "restored from the run-cache"
 PUBLISHED_BEFORE = "published before"
@@ -96,17 +96,23 @@ def never() -> bool:
 _cancelled: ContextVar[Callable[[], bool]] = ContextVar("cancelled", default=never)
 
 
+def stage_outcomes(path: Path) -> list[dict[str, object]]:
+    """The outcome of every stage run while `path` was `$FMNIST_STAGE_REPORT`, in order; none if no stage ran."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def one_line_error(output: str) -> str:
-    """The stage's own one-line error if a stage failed, else DVC's or git's last error line."""
-    stage = STAGE_ERROR.findall(output)
-    if stage:
-        return stage[-1].strip()
+    """DVC's or git's last error line (a stage's own error comes from its outcome, `stage_outcomes`)."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(("ERROR", "error:", "fatal:"))]
     return (errors or lines or ["no output"])[-1]
 
 
-def command(args: Sequence[str], cwd: Path, cancellable: bool = True) -> str:
+def command(args: Sequence[str], cwd: Path, cancellable: bool = True, env: Mapping[str, str] | None = None) -> str:
     """Run a command; its combined output, or PointError. `setpriv` ends it if this worker dies.
 
     While it runs, the point's `cancelled` (see `run_point`) is asked every CANCEL_POLL_SECONDS; once it says yes,
@@ -118,7 +124,12 @@ def command(args: Sequence[str], cwd: Path, cancellable: bool = True) -> str:
         raise PointCancelled(CANCELLED)
     guard = ["setpriv", "--pdeathsig", "SIGTERM"] if shutil.which("setpriv") else []
     with subprocess.Popen(
-        [*guard, *args], cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*guard, *args],
+        cwd=cwd,
+        env=tool_env() | dict(env or {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     ) as process:
         output = None
         while output is None:
@@ -140,10 +151,6 @@ def stop(process: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
-
-
-def dvc(clone: Path, *args: str) -> str:
-    return command([str(VENV_BIN / "dvc"), *args], clone)
 
 
 def host_cache(git_url: str) -> Path:
@@ -227,9 +234,20 @@ def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tu
     if ref:
         return PUBLISHED_BEFORE, published_metrics(ref, job, clone), ref.rsplit("/", 1)[-1]
     started = time.monotonic()
-    output = dvc(clone, "exp", "run", "--pull", "-n", job.name, *(f"-S{param}" for param in job.set_params))
+    outcomes = clone.parent / STAGE_OUTCOMES
+    run = [str(VENV_BIN / "dvc"), "exp", "run", "--pull", "-n", job.name, *(f"-S{param}" for param in job.set_params)]
+    try:
+        command(run, clone, env={STAGE_REPORT_VARIABLE: str(outcomes)})
+    except PointCancelled:
+        raise
+    except PointError:
+        failed = [outcome for outcome in stage_outcomes(outcomes) if outcome["outcome"] != "done"]
+        if failed:  # the stage's own line, not DVC's "failed to reproduce"
+            raise PointError(str(failed[-1]["message"])) from None
+        raise
     seconds["run"] = time.monotonic() - started
-    status = RESTORED if "Stage 'train' is cached - skipping run" in output else TRAINED
+    ran = {outcome["stage"] for outcome in stage_outcomes(outcomes) if outcome["outcome"] == "done"}
+    status = TRAINED if "train" in ran else RESTORED
     metrics = reported_metrics([(clone / path).read_text(encoding="utf-8") for path in METRICS_FILES])
     started = time.monotonic()
     push = [sys.executable, "-m", "fmnist.dvc_gaps.share", "push", "-r", REMOTE_NAME, "--workspace-runs"]
