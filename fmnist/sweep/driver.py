@@ -406,12 +406,16 @@ def shown(url: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    handler = signal.getsignal(signal.SIGINT)
     try:
         return sweep(args)
     except SweepInterrupted as interrupted:
         print(interrupted.line())
     except KeyboardInterrupt:  # before any point was submitted
         print("sweep: interrupted before anything was submitted; run the same command again to start")
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)  # `run_sweep` ignores a second Ctrl-C while it cleans up
     return EXIT_INTERRUPTED
 
 
