@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -13,6 +15,7 @@ from fmnist.errors import NO_SPACE, StageError
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 PR_SET_PDEATHSIG = 1
+STAGE_REPORT_VARIABLE = "FMNIST_STAGE_REPORT"
 
 
 class Interrupted(BaseException):
@@ -62,17 +65,38 @@ def run_stage(name: str, body: Callable[[Sequence[str] | None], None], argv: Seq
     try:
         body(argv)
     except StageError as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return _failed(name, EXIT_ERROR, f"{name}: error: {error}")
     except OSError as error:
         if error.errno not in NO_SPACE:
             raise
-        print(f"{name}: error: {error}", file=sys.stderr)  # a write that no `writing` block names
-        return EXIT_ERROR
+        return _failed(name, EXIT_ERROR, f"{name}: error: {error}")  # a write that no `writing` block names
     except Interrupted as interrupted:
-        print(f"{name}: interrupted by {interrupted}; outputs left as they were", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _failed(name, EXIT_INTERRUPTED, f"{name}: interrupted by {interrupted}; outputs left as they were")
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    report_outcome(name, "done", 0, "")
     return 0
+
+
+def _failed(name: str, status: int, message: str) -> int:
+    print(message, file=sys.stderr)
+    report_outcome(name, "interrupted" if status == EXIT_INTERRUPTED else "error", status, message)
+    return status
+
+
+def report_outcome(stage: str, outcome: str, status: int, message: str) -> None:
+    """Append the stage's outcome as one JSON line to the file `$FMNIST_STAGE_REPORT` names, if it is set.
+
+    For a program that runs the stages through `dvc` (`fmnist.sweep.task`): which stages ran, and the one line
+    that says why one failed, without parsing DVC's output. A report that cannot be written is skipped: the
+    stage's own outcome stands."""
+    path = os.environ.get(STAGE_REPORT_VARIABLE)
+    if not path:
+        return
+    record = {"stage": stage, "outcome": outcome, "status": status, "message": message}
+    try:
+        with open(path, "a", encoding="utf-8") as report:
+            report.write(json.dumps(record) + "\n")
+    except OSError:
+        pass

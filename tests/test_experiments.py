@@ -144,7 +144,7 @@ def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
     status = wait_for_queue(project)
     assert status.count("Success") == 2, status
 
-    report = run([sys.executable, "-m", "fmnist.sweep", "report"], cwd=project).stdout
+    report = run([sys.executable, "-m", "fmnist.sweep", "report", "--publish"], cwd=project).stdout
     sweep = list(csv.DictReader((project / "reports/sweep/dropout.csv").read_text().splitlines()))
     assert [float(row["dropout"]) for row in sweep] == [0.0, 0.3, 0.5]
     assert "test_accuracy" not in sweep[0]  # reported once, for the chosen point

@@ -19,7 +19,7 @@ Plain DVC falls short in these ways (DVC 3.67.1; each checked by tests/test_shar
 * On a fresh clone anywhere but beside the author's, the default remote (a directory) does not exist, and DVC says so in
   a dozen lines about missing cache files. `pull` says so in one, with what to do instead.
 
-Usage, from the repository root:  python -m fmnist.dvc_gaps.share {push,pull} [-r REMOTE]
+Usage, from the repository root:  python -m fmnist.dvc_gaps.share {push,pull} [-r REMOTE] [--workspace-runs]
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def counted(count: int) -> str:
     return f"{count} run record{'' if count == 1 else 's'}"
 
 
-def push_run_records(repo: Repo, remote: str | None) -> None:
+def push_run_records(repo: Repo, remote: str | None, only: set[str] | None = None) -> None:
     """Upload every run record whose outputs are all in the local cache: first the outputs, then the record.
 
     `dvc push --run-cache` uploads every record and none of their outputs, so a teammate pulls records that cannot
@@ -114,7 +114,8 @@ def push_run_records(repo: Repo, remote: str | None) -> None:
     """
     with repo.lock:
         local = local_store(repo)
-        complete, incomplete = split_complete(local.records(), [local], Path(repo.root_dir))
+        records = [record for record in local.records() if only is None or record.path in only]
+        complete, incomplete = split_complete(records, [local], Path(repo.root_dir))
         result = repo.cloud.push(all_objects(complete, [local]), remote=remote)
         if result.failed:
             raise ShareError(f"{len(result.failed)} run-cache outputs failed to upload; no run record pushed")
@@ -128,6 +129,23 @@ def push_run_records(repo: Repo, remote: str | None) -> None:
             raise ShareError(f"cannot upload run records to {destination.root}: {error}") from None
     note = f"; skipped {counted(len(incomplete))} whose outputs are not in the local cache" if incomplete else ""
     print(f"{len(result.transferred)} run-cache output files and {counted(len(uploaded))} pushed{note}")
+
+
+def workspace_run_paths(repo: Repo) -> set[str]:
+    """The run records of the workspace's own runs, each stage as dvc.lock has it now (the run `dvc repro` saved or
+    restored), as paths under the cache's root: named by the hashes of the stage's deps and of its lock entry."""
+    from dvc.stage.cache import _can_hash, _get_cache_hash, _get_stage_hash
+    from dvc.stage.serialize import to_single_stage_lockfile
+
+    root = Path(repo.cache.legacy.path)
+    paths = set()
+    for stage in repo.index.stages:
+        if _can_hash(stage):
+            key, value = _get_stage_hash(stage), _get_cache_hash(to_single_stage_lockfile(stage))
+            record = Path(repo.stage_cache._get_cache_path(key, value))
+            if record.is_file():
+                paths.add(record.relative_to(root).as_posix())
+    return paths
 
 
 def pull_run_records(repo: Repo, remote: str | None, before: set[str]) -> None:
@@ -194,8 +212,11 @@ def check_local_cache(repo: Repo, remote: str | None) -> None:
         )
 
 
-def share(command: str, remote: str | None) -> int:
-    """DVC's own push (workspace outputs) or pull (with the run records), then the run records; raises ShareError."""
+def share(command: str, remote: str | None, workspace_runs: bool = False) -> int:
+    """DVC's own push (workspace outputs) or pull (with the run records), then the run records; raises ShareError.
+
+    With `workspace_runs`, a push uploads only the run records of the workspace's current runs, not every record in
+    the local cache (which a sweep's cache shares with other points)."""
     before: set[str] = set()
     with Repo() as repo:
         if command == "pull":
@@ -206,7 +227,7 @@ def share(command: str, remote: str | None) -> int:
         return status
     with Repo() as repo:
         if command == "push":
-            push_run_records(repo, remote)
+            push_run_records(repo, remote, workspace_run_paths(repo) if workspace_runs else None)
         else:
             pull_run_records(repo, remote, before)
             check_local_cache(repo, remote)
@@ -217,13 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fmnist.dvc_gaps.share", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("push", "pull"))
     parser.add_argument("-r", "--remote", help="remote name (default: core.remote)")
+    parser.add_argument(
+        "--workspace-runs",
+        action="store_true",
+        help="push: only the run records of the workspace's stages as dvc.lock has them (not the whole run-cache)",
+    )
     args = parser.parse_args(argv)
+    if args.workspace_runs and args.command != "push":
+        parser.error("--workspace-runs is an option of push")
 
     full_disk = FullDisk()
     message = None
     with filtered(full_disk):
         try:
-            status = share(args.command, args.remote)
+            status = share(args.command, args.remote, args.workspace_runs)
         except ShareError as error:
             status, message = 1, str(error)
     if full_disk.failures:  # the cause of any other failure

@@ -15,7 +15,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help=driver.__doc__.splitlines()[0])
     driver.add_arguments(run)
     summary = commands.add_parser("report", help="pull the experiments; mean ± std over seeds per point; the pick")
-    summary.add_argument("--output", type=Path, default=report.DEFAULT_OUTPUT, help=f"default: {report.DEFAULT_OUTPUT}")
+    where = summary.add_mutually_exclusive_group()
+    where.add_argument(
+        "--output",
+        type=Path,
+        default=report.DEFAULT_OUTPUT,
+        help=f"directory of the report (default: {report.DEFAULT_OUTPUT}, git-ignored)",
+    )
+    where.add_argument(
+        "--publish",
+        dest="output",
+        action="store_const",
+        const=report.PUBLISHED_OUTPUT,
+        help=f"write the committed report, {report.PUBLISHED_OUTPUT} (the same as --output {report.PUBLISHED_OUTPUT})",
+    )
     summary.add_argument("--rev", default="HEAD", help="the commit the experiments were run from (default: HEAD)")
     summary.add_argument("--git-remote", default="origin", help="pull experiments from it (default: origin)")
     certs = commands.add_parser(

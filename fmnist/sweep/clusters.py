@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import json
 import os
@@ -181,9 +182,45 @@ def scheduler_address(scheduler: str | None, scheduler_file: str | None) -> str:
         raise ClusterError(f"{path} is not a scheduler file: it has no 'address'") from None
 
 
+def check_reachable(address: str, timeout: float, security: Security) -> None:
+    """Fail at once where nothing listens (connection refused) or the host is unknown; Dask's client would retry
+    those for its whole timeout. A slow network gets the timeout, here and then in the client."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parse_host_port(location)
+    except ValueError:
+        raise ClusterError(f"'{address}' is not a scheduler address, e.g. tls://HOST:8786") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except TimeoutError:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: no answer in {timeout:g} s") from None
+    except OSError as error:  # refused, unknown host, no route
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {error.strerror or error}") from None
+    try:
+        asyncio.run(asyncio.wait_for(dask_handshake(address, security), timeout))
+    except TimeoutError:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: no Dask answer in {timeout:g} s") from None
+    except OSError as error:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {error}") from None
+
+
+async def dask_handshake(address: str, security: Security) -> None:
+    """Connect as a client does, handshake included: Dask's client waits for the handshake's reply without a
+    timeout (distributed 2026.8.0, `distributed.comm.core.connect`), so a server that accepts and stays silent
+    would hang the sweep for ever."""
+    from distributed.comm import connect as comm_connect
+
+    comm = await comm_connect(address, **security.get_connection_args("client"))
+    await comm.close()
+
+
 @contextmanager
 def connect_scheduler(
-    scheduler: str | None, scheduler_file: str | None, tls_dir: Path | None, insecure: bool
+    scheduler: str | None, scheduler_file: str | None, tls_dir: Path | None, insecure: bool, timeout: float
 ) -> Iterator[Client]:
     """A client of a running scheduler (an address or the file `dask scheduler --scheduler-file` wrote).
 
@@ -195,8 +232,9 @@ def connect_scheduler(
     address = scheduler_address(scheduler, scheduler_file)
     security = tls_security(tls_dir) if tls_dir else Security()
     check_address(address, security, insecure)
+    check_reachable(address, timeout, security)
     try:
-        client = Client(address, security=security, timeout=CONNECT_SECONDS)
+        client = Client(address, security=security, timeout=timeout)
     except OSError as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ClusterError(f"cannot reach the Dask scheduler at {address}: {reason}") from None
@@ -341,5 +379,6 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
             yield client
     else:
         tls_dir, insecure = getattr(args, "tls_dir", None), getattr(args, "insecure", False)
-        with connect_scheduler(args.scheduler, args.scheduler_file, tls_dir, insecure) as client:
+        timeout = getattr(args, "timeout", CONNECT_SECONDS)
+        with connect_scheduler(args.scheduler, args.scheduler_file, tls_dir, insecure, timeout) as client:
             yield client

@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
@@ -28,15 +28,59 @@ class GridError(Exception):
     """A grid the user can fix: reported as one line before anything is submitted."""
 
 
+FLOAT_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)")  # 1e-5: a float to DVC (YAML 1.2), text to PyYAML
+
+
+def parsed_value(text: str) -> Any:
+    """A value as the stages get it: its YAML meaning, so `0.10` is `0.1` and `[512, 256]` is `[512,256]`."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def canonical_text(value: Any) -> str:
+    """One spelling per value: `0.1`, `[512,256,128]`, `cosine`."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    """8 hex digits of the params as sorted JSON: the same for the same params in any order or spelling."""
+    canonical = json.dumps(dict(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def point_name(params: Mapping[str, Any]) -> str:
+    """`sweep-dropout0.1-seed2-1a2b3c4d`: the keys sorted, each value spelled one way, then the params' digest.
+
+    Sweeps before this named a point with its keys in the order of the user's `-S`; the digest (its last part) was
+    the same then, so a published point is recognised by it (`published_experiment`)."""
+    readable = "-".join(f"{key.rsplit('.', 1)[-1]}{canonical_text(params[key])}" for key in sorted(params))
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "_", readable).replace("..", "_")[:60]
+    return f"{NAME_PREFIX}-{readable}-{params_digest(params)}"
+
+
+def published_experiment(name: str, experiments: Iterable[str]) -> str | None:
+    """The experiment among `experiments` (names, or refs ending in them) that is the point `name`: the same name,
+    or a name with the same digest (a point published under the order-dependent names of earlier sweeps)."""
+    names = [experiment.rsplit("/", 1)[-1] for experiment in experiments]
+    if name in names:
+        return name
+    digest = name.rsplit("-", 1)[-1]
+    same = sorted(other for other in names if other.startswith(f"{NAME_PREFIX}-") and other.endswith(f"-{digest}"))
+    return same[0] if same else None
+
+
 @dataclass(frozen=True)
 class Point:
-    """One grid point: `(key, value as text)` pairs in the order the user gave the keys."""
+    """One grid point: `(key, value as text)` pairs in the order the user gave the keys (its label keeps that order;
+    its params and name do not depend on it)."""
 
     overrides: tuple[tuple[str, str], ...]
 
     @property
     def params(self) -> dict[str, Any]:
-        return {key: yaml.safe_load(text) for key, text in self.overrides}
+        return {key: parsed_value(text) for key, text in self.overrides}
 
     @property
     def set_params(self) -> list[str]:
@@ -45,12 +89,8 @@ class Point:
 
     @property
     def name(self) -> str:
-        """`sweep-dropout0.1-seed2-1a2b3c4d`: readable, a valid git ref name, equal for equal params anywhere."""
-        canonical = json.dumps(self.params, sort_keys=True, separators=(",", ":"))
-        digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
-        readable = "-".join(f"{key.rsplit('.', 1)[-1]}{text}" for key, text in self.overrides)
-        readable = re.sub(r"[^A-Za-z0-9.-]+", "_", readable).replace("..", "_")[:60]
-        return f"{NAME_PREFIX}-{readable}-{digest}"
+        """Readable, a valid git ref name, equal for equal params anywhere (`point_name`)."""
+        return point_name(self.params)
 
     def label(self) -> str:
         return " ".join(f"{key}={text}" for key, text in self.overrides)
@@ -109,6 +149,11 @@ def grid_points(overrides: Sequence[str]) -> list[Point]:
     duplicated = sorted({key for key in keys if keys.count(key) > 1})
     if duplicated:
         raise GridError(f"key '{duplicated[0]}' is given by more than one -S")
+    for (_, texts), override in zip(axes, overrides, strict=True):
+        spellings = [canonical_text(parsed_value(text)) for text in texts]
+        twice = sorted({text for text in spellings if spellings.count(text) > 1})
+        if twice:
+            raise GridError(f"'{override}': gives the value {twice[0]} more than once")
     combinations = itertools.product(*(values for _, values in axes))
     return [Point(tuple(zip(keys, values, strict=True))) for values in combinations]
 

@@ -26,7 +26,10 @@ import yaml
 
 from fmnist.atomic import atomic_file
 
-DEFAULT_OUTPUT = Path("reports/sweep")
+# A report is written beside the committed one, which only an explicit `--output reports/sweep` (or `--publish`)
+# replaces: a report of a few local experiments must not overwrite the committed search's by accident.
+DEFAULT_OUTPUT = Path("reports/sweep-local")  # git-ignored
+PUBLISHED_OUTPUT = Path("reports/sweep")
 RATE, SEED, VALIDATION, TEST = "train.dropout", "train.seed", "validation.accuracy", "test.accuracy"
 # Validation loss is shown beside the accuracy: dropout can leave accuracy alone and still change the loss.
 SCORES = {"validation_accuracy": VALIDATION, "validation_loss": "validation.loss", "test_accuracy": TEST}

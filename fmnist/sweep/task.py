@@ -6,42 +6,50 @@ once per host. `dvc exp run --pull` restores every stage whose run is already in
 fetch and prepare never re-run and a point trained anywhere before is restored, not retrained.
 
 Publishing is ordered so that nothing is ever half-visible: first the outputs and run records go to the DVC remote
-(`python -m fmnist.dvc_gaps.share push`: `dvc push --run-cache` plus the run records' outputs), then the experiment's git
-ref, by `git push` of `refs/exps/…`, which is what `dvc exp push --no-cache` does; `dvc exp push` alone pushes the
-ref before the outputs, and its own SSH client rejected a host that git's OpenSSH accepted. A point whose ref is
-already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point wins
-(git refuses to move an existing ref that is not an ancestor).
+(`python -m fmnist.dvc_gaps.share push`: `dvc push --run-cache` plus the run records' outputs), then the
+experiment's git ref, by `git push` of `refs/exps/…`, which is what `dvc exp push --no-cache` does; `dvc exp push`
+alone pushes the ref before the outputs, and its own SSH client rejected a host that git's OpenSSH accepted. A point
+whose ref is already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point
+wins (git refuses to move an existing ref that is not an ancestor).
 
-Hosts: `SWEEP_CACHE` (default `~/.cache/fashion-mnist-sweep/dvc-cache`) is the per-host cache and `SWEEP_SCRATCH`
-(default: the system's temporary directory) holds the clones, each removed when its point ends.
+Hosts: `SWEEP_CACHE` (default `~/.cache/fashion-mnist-sweep/<first 12 hex digits of the SHA-256 of the git remote's
+URL>/dvc-cache`: one per project) is the per-host cache and `SWEEP_SCRATCH` (default: the system's temporary
+directory) holds the clones, each removed when its point ends. A point publishes the run records of its own
+stages' runs only (`share push --workspace-runs`), never the rest of a cache it shares.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmnist.processes import VENV_BIN, tool_env
+from fmnist.runner import STAGE_REPORT_VARIABLE
+from fmnist.sweep.grid import published_experiment
 
 METRICS_FILES = ("reports/training/metrics.json", "reports/evaluation/metrics.json")
 REPORTED_METRICS = ("validation.accuracy", "test.accuracy")
 REMOTE_NAME = "sweep"
-STAGE_ERROR = re.compile(r"^(?:fetch|prepare|train|evaluate): (?:error|interrupted)\b.*$", re.MULTILINE)
+STAGE_OUTCOMES = "stage-outcomes.jsonl"  # beside the clone: each stage's outcome (`fmnist.runner.report_outcome`)
 TRAINED = "trained"
 RESTORED = "restored from the run-cache"
 PUBLISHED_BEFORE = "published before"
 PUBLISHED_MEANWHILE = "published meanwhile by another attempt"
 FAILED = "failed"
+CANCELLED = "cancelled"
+CANCEL_POLL_SECONDS = 0.5
+CANCEL_GRACE_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,8 @@ class PointJob:
 
 @dataclass(frozen=True)
 class PointResult:
-    name: str
-    status: str  # TRAINED, RESTORED, PUBLISHED_BEFORE, PUBLISHED_MEANWHILE or FAILED
+    name: str  # the experiment's: the point's name, or the name it was published under before (`published_ref`)
+    status: str  # TRAINED, RESTORED, PUBLISHED_BEFORE, PUBLISHED_MEANWHILE, FAILED or CANCELLED
     host: str
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str = ""
@@ -77,33 +85,81 @@ class PointError(Exception):
     """A command of the point failed; its message is the one line that says why."""
 
 
+class PointCancelled(PointError):
+    """The sweep was cancelled (`run_point`'s `cancelled`): the point's command was stopped, or never started."""
+
+
+def never() -> bool:
+    return False
+
+
+_cancelled: ContextVar[Callable[[], bool]] = ContextVar("cancelled", default=never)
+
+
+def stage_outcomes(path: Path) -> list[dict[str, object]]:
+    """The outcome of every stage run while `path` was `$FMNIST_STAGE_REPORT`, in order; none if no stage ran."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def one_line_error(output: str) -> str:
-    """The stage's own one-line error if a stage failed, else DVC's or git's last error line."""
-    stage = STAGE_ERROR.findall(output)
-    if stage:
-        return stage[-1].strip()
+    """DVC's or git's last error line (a stage's own error comes from its outcome, `stage_outcomes`)."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(("ERROR", "error:", "fatal:"))]
     return (errors or lines or ["no output"])[-1]
 
 
-def command(args: Sequence[str], cwd: Path) -> str:
-    """Run a command; its combined output, or PointError. `setpriv` ends it if this worker dies."""
+def command(args: Sequence[str], cwd: Path, cancellable: bool = True, env: Mapping[str, str] | None = None) -> str:
+    """Run a command; its combined output, or PointError. `setpriv` ends it if this worker dies.
+
+    While it runs, the point's `cancelled` (see `run_point`) is asked every CANCEL_POLL_SECONDS; once it says yes,
+    the command gets SIGTERM (the stages end on it, and `dvc` dying ends its stage: `fmnist.runner.exit_with_parent`),
+    SIGKILL after CANCEL_GRACE_SECONDS, and PointCancelled is raised. A cancelled point starts no command; a command
+    that is not `cancellable` runs to its end."""
+    cancelled = _cancelled.get() if cancellable else never
+    if cancelled():
+        raise PointCancelled(CANCELLED)
     guard = ["setpriv", "--pdeathsig", "SIGTERM"] if shutil.which("setpriv") else []
-    result = subprocess.run(
-        [*guard, *args], cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    if result.returncode != 0:
-        raise PointError(one_line_error(result.stdout))
-    return result.stdout
+    with subprocess.Popen(
+        [*guard, *args],
+        cwd=cwd,
+        env=tool_env() | dict(env or {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        output = None
+        while output is None:
+            try:
+                output, _ = process.communicate(timeout=CANCEL_POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                if cancelled():
+                    stop(process)
+                    raise PointCancelled(CANCELLED) from None
+    if process.returncode != 0:
+        raise PointError(one_line_error(output))
+    return output
 
 
-def dvc(clone: Path, *args: str) -> str:
-    return command([str(VENV_BIN / "dvc"), *args], clone)
+def stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.communicate(timeout=CANCEL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
 
 
-def host_cache() -> Path:
-    return Path(os.environ.get("SWEEP_CACHE") or Path.home() / ".cache/fashion-mnist-sweep/dvc-cache")
+def host_cache(git_url: str) -> Path:
+    """`SWEEP_CACHE`, else this host's cache for the sweeps that publish to `git_url`: one project's clones share it,
+    other projects' sweeps on this host do not."""
+    if os.environ.get("SWEEP_CACHE"):
+        return Path(os.environ["SWEEP_CACHE"])
+    project = hashlib.sha256(git_url.encode()).hexdigest()[:12]
+    return Path.home() / ".cache/fashion-mnist-sweep" / project / "dvc-cache"
 
 
 def local_config(cache: Path, remote: Sequence[tuple[str, str]]) -> str:
@@ -119,13 +175,18 @@ def local_config(cache: Path, remote: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def published_ref(job: PointJob, clone: Path) -> bool:
-    return bool(command(["git", "ls-remote", job.git_url, job.exp_ref], clone).strip())
+def published_ref(job: PointJob, clone: Path) -> str | None:
+    """The ref of the point's experiment on the git remote: under its name, or under an earlier name with the same
+    params digest (`grid.published_experiment`); None if it is not published."""
+    listed = command(["git", "ls-remote", job.git_url, f"{job.exp_ref.rsplit('/', 1)[0]}/*"], clone)
+    refs = [line.split("\t", 1)[1] for line in listed.splitlines() if "\t" in line]
+    name = published_experiment(job.name, refs)
+    return next(ref for ref in refs if ref.rsplit("/", 1)[-1] == name) if name else None
 
 
-def published_metrics(job: PointJob, clone: Path) -> dict[str, float]:
+def published_metrics(ref: str, job: PointJob, clone: Path) -> dict[str, float]:
     """The metrics committed in the point's published experiment (metrics files are kept in git)."""
-    command(["git", "fetch", "-q", job.git_url, job.exp_ref], clone)
+    command(["git", "fetch", "-q", job.git_url, ref], clone)
     files = [command(["git", "show", f"FETCH_HEAD:{path}"], clone) for path in METRICS_FILES]
     return reported_metrics(files)
 
@@ -163,35 +224,55 @@ def clone_at(job: PointJob, scratch: Path) -> Path:
     clone = scratch / "repo"
     command(["git", "clone", "-q", "--no-checkout", job.git_url, str(clone)], scratch)
     command(["git", "checkout", "-q", "--detach", job.commit], clone)
-    (clone / ".dvc/config.local").write_text(local_config(host_cache(), job.dvc_remote), encoding="utf-8")
+    (clone / ".dvc/config.local").write_text(local_config(host_cache(job.git_url), job.dvc_remote), encoding="utf-8")
     return clone
 
 
-def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tuple[str, dict[str, float]]:
-    """Run the point unless it is published; publish outputs before the ref. (status, metrics)."""
-    if published_ref(job, clone):
-        return PUBLISHED_BEFORE, published_metrics(job, clone)
+def run_and_publish(job: PointJob, clone: Path, seconds: dict[str, float]) -> tuple[str, dict[str, float], str]:
+    """Run the point unless it is published; publish outputs before the ref. (status, metrics, experiment name)."""
+    ref = published_ref(job, clone)
+    if ref:
+        return PUBLISHED_BEFORE, published_metrics(ref, job, clone), ref.rsplit("/", 1)[-1]
     started = time.monotonic()
-    output = dvc(clone, "exp", "run", "--pull", "-n", job.name, *(f"-S{param}" for param in job.set_params))
+    outcomes = clone.parent / STAGE_OUTCOMES
+    run = [str(VENV_BIN / "dvc"), "exp", "run", "--pull", "-n", job.name, *(f"-S{param}" for param in job.set_params)]
+    try:
+        command(run, clone, env={STAGE_REPORT_VARIABLE: str(outcomes)})
+    except PointCancelled:
+        raise
+    except PointError:
+        failed = [outcome for outcome in stage_outcomes(outcomes) if outcome["outcome"] != "done"]
+        if failed:  # the stage's own line, not DVC's "failed to reproduce"
+            raise PointError(str(failed[-1]["message"])) from None
+        raise
     seconds["run"] = time.monotonic() - started
-    status = RESTORED if "Stage 'train' is cached - skipping run" in output else TRAINED
+    ran = {outcome["stage"] for outcome in stage_outcomes(outcomes) if outcome["outcome"] == "done"}
+    status = TRAINED if "train" in ran else RESTORED
     metrics = reported_metrics([(clone / path).read_text(encoding="utf-8") for path in METRICS_FILES])
     started = time.monotonic()
-    command([sys.executable, "-m", "fmnist.dvc_gaps.share", "push", "-r", REMOTE_NAME], clone)
+    push = [sys.executable, "-m", "fmnist.dvc_gaps.share", "push", "-r", REMOTE_NAME, "--workspace-runs"]
+    command(push, clone)  # the records of this point's own runs, not the host cache's others
     if remove_truncated_remote_objects(clone):  # DVC skipped them as present: upload them again
-        command([sys.executable, "-m", "fmnist.dvc_gaps.share", "push", "-r", REMOTE_NAME], clone)
+        command(push, clone)
+    if _cancelled.get()():  # the outputs are on the DVC remote, but without the ref no one sees this point
+        raise PointCancelled(CANCELLED)
     try:
-        command(["git", "push", "-q", job.git_url, f"{job.exp_ref}:{job.exp_ref}"], clone)
+        # Not stopped midway: once git has moved the ref, the point is published, and is reported so.
+        command(["git", "push", "-q", job.git_url, f"{job.exp_ref}:{job.exp_ref}"], clone, cancellable=False)
     except PointError:
         if not published_ref(job, clone):  # else another attempt of this point published first: that one counts
             raise
         status = PUBLISHED_MEANWHILE
     seconds["publish"] = time.monotonic() - started
-    return status, metrics
+    return status, metrics, job.name
 
 
-def run_point(job: PointJob) -> PointResult:
-    """Run and publish one point in a scratch clone; a failure comes back as a result, never as an exception."""
+def run_point(job: PointJob, cancelled: Callable[[], bool] = never) -> PointResult:
+    """Run and publish one point in a scratch clone; a failure comes back as a result, never as an exception.
+
+    `cancelled` is asked while each command runs and before the experiment's ref is pushed: once it says yes, the
+    running command is stopped and nothing more is published; the result's status is CANCELLED."""
+    token = _cancelled.set(cancelled)
     host = socket.gethostname()
     seconds: dict[str, float] = {}
     scratch_root = os.environ.get("SWEEP_SCRATCH") or None
@@ -202,9 +283,12 @@ def run_point(job: PointJob) -> PointResult:
         started = time.monotonic()
         clone = clone_at(job, scratch)
         seconds["clone"] = time.monotonic() - started
-        status, metrics = run_and_publish(job, clone, seconds)
-        return PointResult(job.name, status, host, metrics, seconds=seconds)
+        status, metrics, experiment = run_and_publish(job, clone, seconds)
+        return PointResult(experiment, status, host, metrics, seconds=seconds)
+    except PointCancelled:
+        return PointResult(job.name, CANCELLED, host, seconds=seconds)
     except PointError as error:
         return PointResult(job.name, FAILED, host, error=str(error), seconds=seconds)
     finally:
+        _cancelled.reset(token)
         shutil.rmtree(scratch, ignore_errors=True)
