@@ -15,7 +15,7 @@ import pytest
 from conftest import git, run
 from tiny_sweeps import sweep_project
 
-from fmnist.sweep import driver
+from fmnist.sweep import clusters, driver
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_no_scheduler_there_is_reported_in_under_5_s(closed_port: int, tmp_path:
     for args in (scheduler(f"tcp://127.0.0.1:{closed_port}"), scheduler(scheduler_file=stale)):
         started = time.monotonic()
         with pytest.raises(
-            driver.SubmitError,
+            clusters.ClusterError,
             match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{closed_port}: Connection refused",
         ):
             with driver.connect(args):
@@ -57,7 +57,7 @@ def test_no_scheduler_there_is_reported_in_under_5_s(closed_port: int, tmp_path:
 
 def test_a_silent_scheduler_gets_the_timeout(silent_port: int) -> None:
     with pytest.raises(
-        driver.SubmitError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{silent_port}"
+        clusters.ClusterError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{silent_port}"
     ) as error:
         with driver.connect(scheduler(f"tcp://127.0.0.1:{silent_port}", timeout=2)):
             pass
