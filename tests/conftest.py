@@ -178,3 +178,7 @@ def tiny_project(tmp_path: Path, tiny_template: Path) -> Path:
 def tiny_prepared(tmp_path: Path, tiny_prepared_template: Path) -> Path:
     """A project on the tiny dataset with fetch and prepare done and committed (a copy of the session's)."""
     return copy_project(tiny_prepared_template, tmp_path / "project")
+
+
+# A session fixture of tests/test_sharing.py and tests/test_dvc_canaries.py; imported last: sharing imports conftest.
+from sharing import origin  # noqa: E402, F401, I001

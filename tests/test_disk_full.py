@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import dvc, git, idx_bytes, make_project, requires_debian_data, run, set_param
-from test_sharing import share
+from sharing import share
 
 from fmnist.atomic import TEMP_PREFIX
 from fmnist.dvc_gaps.check_cache import corrupted_objects

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import re
 import http.server
+import re
 import threading
 from collections.abc import Iterator
 from functools import partial

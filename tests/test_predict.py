@@ -10,10 +10,10 @@ import pytest
 from conftest import run
 
 from fmnist.dataset import CLASS_NAMES, Split, normalise
+from fmnist.keras_archive import save_model
+from fmnist.model import build_model
 from fmnist.tensorflow_setup import configure_tensorflow, keras, tf
 from fmnist.train_params import TrainParams
-from fmnist.model import build_model
-from fmnist.keras_archive import save_model
 from fmnist.training import train_model
 
 PARAMS = TrainParams(hidden_units=(32,), dropout=0.2, learning_rate=0.01, batch_size=8, epochs=1, seed=3)
