@@ -41,9 +41,9 @@ FINGERPRINT_IMAGES = (320, 1000)  # train: ten steps of the default batch; valid
 
 def fingerprint() -> str:
     """SHA-256 of the weights and metrics after one epoch of the stage's training on fixed random data."""
+    from fmnist.model import build_model
     from fmnist.tensorflow_setup import configure_tensorflow
     from fmnist.train_params import TrainParams
-    from fmnist.model import build_model
     from fmnist.training import train_model
 
     params = dataclasses.replace(load_params(TrainParams), epochs=1)

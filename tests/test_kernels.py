@@ -10,7 +10,6 @@ change the bytes there, and are kept because the pins cover them on other hosts 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -91,15 +90,14 @@ def test_pinning_after_tensorflow_was_imported_is_refused() -> None:
     assert environment == {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 
-def test_pinning_sets_and_removes_exactly_the_listed_variables() -> None:
+def test_pinning_sets_and_removes_exactly_the_listed_variables(tmp_path: Path) -> None:
     environment = {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_XLA_FLAGS": "--tf_xla_auto_jit=2", "HOME": "/home/user"}
     # In a fresh interpreter: this one may have imported TensorFlow already.
     script = "import json, sys; from fmnist.kernels import pin_kernel_environment as pin; "
     script += "environment = json.loads(sys.argv[1]); pin(environment); print(json.dumps(environment))"
     result = subprocess.run(
         [sys.executable, "-c", script, json.dumps(environment)],
-        cwd=REPO_ROOT,
-        env=os.environ | {"PYTHONPATH": str(REPO_ROOT)},
+        cwd=tmp_path,  # the installed package, not the repository's directory
         capture_output=True,
         text=True,
         check=True,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from keras_oracle import keras_fit
 
-from bench.levers import keras_fit
 from fmnist.dataset import Split, normalise, pixels_of
 from fmnist.keras_archive import save_model
 from fmnist.model import build_model

@@ -6,11 +6,11 @@ once per host. `dvc exp run --pull` restores every stage whose run is already in
 fetch and prepare never re-run and a point trained anywhere before is restored, not retrained.
 
 Publishing is ordered so that nothing is ever half-visible: first the outputs and run records go to the DVC remote
-(`python -m fmnist.dvc_gaps.share push`: `dvc push --run-cache` plus the run records' outputs), then the experiment's git
-ref, by `git push` of `refs/exps/…`, which is what `dvc exp push --no-cache` does; `dvc exp push` alone pushes the
-ref before the outputs, and its own SSH client rejected a host that git's OpenSSH accepted. A point whose ref is
-already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point wins
-(git refuses to move an existing ref that is not an ancestor).
+(`python -m fmnist.dvc_gaps.share push`: `dvc push --run-cache` plus the run records' outputs), then the
+experiment's git ref, by `git push` of `refs/exps/…`, which is what `dvc exp push --no-cache` does; `dvc exp push`
+alone pushes the ref before the outputs, and its own SSH client rejected a host that git's OpenSSH accepted. A point
+whose ref is already on the git remote is not run again; a ref pushed meanwhile by another attempt of the same point
+wins (git refuses to move an existing ref that is not an ancestor).
 
 Hosts: `SWEEP_CACHE` (default `~/.cache/fashion-mnist-sweep/dvc-cache`) is the per-host cache and `SWEEP_SCRATCH`
 (default: the system's temporary directory) holds the clones, each removed when its point ends.
