@@ -42,6 +42,7 @@ def test_repro_reruns_only_what_a_param_change_touches_and_restores_from_run_cac
 ) -> None:
     project, first = project_run_once
     assert ran(first) == list(STAGES)
+    assert "prepare: wrote train 250, validation 50, test 100 images" in first  # no count is hard-coded
     assert "epoch 1/1  loss " in first
     metrics = json.loads((project / "reports/evaluation/metrics.json").read_text())["test"]
     assert 0.6 < metrics["accuracy"] <= 1 and len(metrics["per_class"]) == 10  # ten classes: chance is 0.1
