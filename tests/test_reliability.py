@@ -113,9 +113,8 @@ def test_interrupted_training_resumes_and_does_each_epoch_exactly_once(
     first = Repro(prepared, "train")
     first.wait_for(f"epoch 1/{EPOCHS}")
     os.killpg(first.process.pid, signum)  # the whole group, as Ctrl-C or a CI timeout does
-    started = time.monotonic()
     assert first.finish(timeout=30) != 0, first.output
-    assert time.monotonic() - started < 15, "the run did not stop promptly"
+    assert len(epochs_run(first.output)) < EPOCHS, "the run did not stop before training ended"
     if signum != signal.SIGKILL:
         assert f"train: interrupted by {signum.name}; outputs left as they were" in first.output
     assert_training_stops(prepared)
@@ -158,10 +157,9 @@ def test_a_damaged_resume_state_means_a_logged_restart_from_epoch_one(prepared: 
 def test_a_second_repro_fails_fast_while_the_first_completes(prepared: Path) -> None:
     first = Repro(prepared)
     first.wait_for(f"epoch 1/{EPOCHS}")
-    started = time.monotonic()
     second = dvc(prepared, "repro", check=False)
     assert second.returncode != 0
-    assert time.monotonic() - started < 20
+    assert first.process.poll() is None, "the second repro waited for the first instead of failing at once"
     assert "is busy, it is being blocked by" in second.stderr
     assert first.finish() == 0, first.output
     assert dvc(prepared, "status").stdout.strip() == "Data and pipelines are up to date."
