@@ -221,7 +221,8 @@ def test_a_worker_killed_mid_training_has_its_point_rerun_and_published_once(swe
         victim = psutil.Process(running.workers["w1"].pid)
         deadline = time.monotonic() + 300
         while not any("stages.train" in " ".join(child.cmdline()) for child in victim.children(recursive=True)):
-            assert time.monotonic() < deadline and driver.poll() is None, "w1 never started training"
+            assert driver.poll() is None, f"the sweep ended before w1 started training:\n{driver.communicate()[0]}"
+            assert time.monotonic() < deadline, "w1 never started training"
             time.sleep(0.2)
         os.killpg(victim.pid, signal.SIGKILL)  # the machine is gone: the worker and everything it started
         output, _ = driver.communicate(timeout=600)
