@@ -121,6 +121,19 @@ def keras_fit(
     return history
 
 
+def configure_variant(seed: int, one_thread: bool, op_determinism: bool) -> None:
+    """`fmnist.tensorflow_setup.configure_tensorflow(seed)` with its two settings as switches: off, TensorFlow's own
+    thread pools, and XLA (which Keras silently declines to use while op determinism is on)."""
+    from fmnist.tensorflow_setup import TENSORFLOW_THREADS, keras, tf
+
+    if one_thread:
+        tf.config.threading.set_intra_op_parallelism_threads(TENSORFLOW_THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(TENSORFLOW_THREADS)
+    if op_determinism:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+
+
 def seed_params(epochs: int) -> TrainParams:
     """The seed program's network and optimiser (bench.benchmark.SEED_HYPERPARAMETERS), seeded."""
     from fmnist.train_params import TrainParams
@@ -135,14 +148,14 @@ def train_variant(lever: Lever, epochs: int) -> None:
 
     KERNEL_ENVIRONMENT.update(lever.kernels)  # read when fmnist.tensorflow_setup imports TensorFlow, just below
     from fmnist.dataset import load_split
-    from fmnist.tensorflow_setup import configure_tensorflow, keras
-    from fmnist.training import VALIDATION_BATCH_SIZE, train_model
     from fmnist.model import build_model
+    from fmnist.tensorflow_setup import keras
+    from fmnist.training import VALIDATION_BATCH_SIZE, train_model
 
     params = seed_params(epochs)
     # The loop takes the images as the stage holds them (pixels); `fit` as the seed does (floats).
     train, validation = (load_split(PREPARED, name, as_pixels=lever.compiled_loop) for name in ("train", "validation"))
-    configure_tensorflow(params.seed, lever.one_thread, lever.op_determinism)
+    configure_variant(params.seed, lever.one_thread, lever.op_determinism)
     model = build_model(params, train.images.shape[1:])
     if lever.compiled_loop:
         train_model(model, train, validation, params, lambda epoch, _: print(f"epoch {epoch + 1}/{epochs}", flush=True))

@@ -48,17 +48,11 @@ keras.config.set_floatx(FLOATX)
 keras.config.set_epsilon(EPSILON)
 
 
-def configure_tensorflow(seed: int, pin_threads: bool = True, op_determinism: bool = True) -> None:
-    """Call before building any model or running any op.
-
-    Only bench/levers.py turns the two switches off, to measure TensorFlow's own thread pools and
-    XLA (which Keras silently declines to use while op determinism is on).
-    """
-    if pin_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(TENSORFLOW_THREADS)
-        tf.config.threading.set_inter_op_parallelism_threads(TENSORFLOW_THREADS)
-    if op_determinism:
-        tf.config.experimental.enable_op_determinism()
+def configure_tensorflow(seed: int) -> None:
+    """Call before building any model or running any op: one thread each, op determinism, seeds."""
+    tf.config.threading.set_intra_op_parallelism_threads(TENSORFLOW_THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(TENSORFLOW_THREADS)
+    tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
 
 

@@ -134,9 +134,51 @@ def use_tiny_dataset(project: Path, data: Path) -> None:
     git(project, "commit", "-qam", "tiny dataset")
 
 
-@pytest.fixture
-def tiny_project(tmp_path: Path) -> Path:
-    """A fresh project (git, nothing run) whose pipeline runs on a tiny dataset in seconds."""
-    project = make_project(tmp_path / "project")
-    use_tiny_dataset(project, tmp_path / "tiny-fashion-mnist")
+def copy_project(template: Path, directory: Path) -> Path:
+    """An independent copy of a project made once per module or session (git history, DVC cache, outputs, lock)."""
+    shutil.copytree(template, directory, symlinks=True)
+    return directory
+
+
+def make_tiny_project(directory: Path, data: Path) -> Path:
+    """`make_project` on the tiny dataset written to `data`: nothing run."""
+    project = make_project(directory)
+    use_tiny_dataset(project, data)
     return project
+
+
+def prepare(project: Path) -> Path:
+    """`dvc repro prepare`, committed: what most integration tests start from."""
+    dvc(project, "repro", "prepare")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "prepared")
+    return project
+
+
+@pytest.fixture(scope="session")
+def tiny_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Made once per session: a project on the tiny dataset, nothing run. Copy it (`copy_project`), never change it."""
+    root = tmp_path_factory.mktemp("tiny-template")
+    return make_tiny_project(root / "project", root / "tiny-fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared_template(tmp_path_factory: pytest.TempPathFactory, tiny_template: Path) -> Path:
+    """Made once per session: `tiny_template` with fetch and prepare run and committed. Copy it, never change it."""
+    return prepare(copy_project(tiny_template, tmp_path_factory.mktemp("tiny-prepared") / "project"))
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path, tiny_template: Path) -> Path:
+    """A fresh project (git, nothing run) whose pipeline runs on a tiny dataset in seconds."""
+    return copy_project(tiny_template, tmp_path / "project")
+
+
+@pytest.fixture
+def tiny_prepared(tmp_path: Path, tiny_prepared_template: Path) -> Path:
+    """A project on the tiny dataset with fetch and prepare done and committed (a copy of the session's)."""
+    return copy_project(tiny_prepared_template, tmp_path / "project")
+
+
+# A session fixture of tests/test_sharing.py and tests/test_dvc_canaries.py; imported last: sharing imports conftest.
+from sharing import origin  # noqa: E402, F401, I001

@@ -14,13 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import dvc, git, requires_debian_data, run, set_param
+import yaml
+from conftest import dvc, git, run
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = [
-    requires_debian_data,
-    pytest.mark.skipif(not (CHROMIUM and shutil.which("npm")), reason="needs Debian's chromium and npm"),
-]
+pytestmark = pytest.mark.skipif(not (CHROMIUM and shutil.which("npm")), reason="needs Debian's chromium and npm")
 EPOCHS = 2
 
 
@@ -102,8 +100,9 @@ def assert_readable_sweep(chart: str, series: set[str]) -> None:
         assert right - left > 3 * (len(left_text) + len(right_text)), ticks  # 10px digits: under 6px wide
 
 
-def test_plots_page_uses_the_cdn_until_the_offline_page_is_built(project: Path) -> None:
+def test_plots_page_uses_the_cdn_until_the_offline_page_is_built(tiny_project: Path) -> None:
     """No built page: DVC's own (CDN) page, which draws nothing offline; once built, the default page draws offline."""
+    project = tiny_project
     dvc(project, "plots", "show", "-o", "before")  # the committed sweep is the only plot data here
     before = (project / "before/index.html").read_text()
     assert "https://cdn.jsdelivr.net/npm/vega@" in before
@@ -124,10 +123,10 @@ def test_offline_plots_outside_a_dvc_repository_fails_in_one_line(tmp_path: Path
 
 
 @pytest.fixture
-def few_epochs(project: Path) -> Path:
-    set_param(project, "train.epochs", str(EPOCHS))
-    git(project, "commit", "-qam", f"{EPOCHS} epochs")
-    return project
+def few_epochs(tiny_project: Path) -> Path:
+    """On the tiny dataset, whose params train for EPOCHS epochs."""
+    assert yaml.safe_load((tiny_project / "params.yaml").read_text())["train"]["epochs"] == EPOCHS
+    return tiny_project
 
 
 def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
@@ -151,12 +150,12 @@ def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
     choice = json.loads((project / "reports/sweep/choice.json").read_text())
     best = max(sweep, key=lambda row: float(row["validation_accuracy"]))
     assert choice["chosen_by"] == "mean validation.accuracy over seeds" and choice["dropout"] == float(best["dropout"])
-    assert 0.0 < choice["test_accuracy"] < 1.0
+    assert 0.0 < choice["test_accuracy"] <= 1.0  # the tiny dataset is easy: all 100 test images right happens
     (effect,) = choice["dropout_effect"]  # rates 0.0, 0.3 and 0.5: the better of 0.3 and 0.5 against 0.0
     rows = {float(row["dropout"]): float(row["validation_accuracy"]) for row in sweep}
     assert effect["series"] == "dropout only" and effect["best_dropout"] == max((0.3, 0.5), key=rows.get)
     assert effect["change_validation_accuracy"] == pytest.approx(rows[effect["best_dropout"]] - rows[0.0])
-    assert 0.0 < effect["no_dropout_test_accuracy"] < 1.0
+    assert 0.0 < effect["no_dropout_test_accuracy"] <= 1.0
     assert "<- chosen" in report
 
     run([sys.executable, "-m", "fmnist.offline_plots"], cwd=project)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import re
 import http.server
+import re
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -99,6 +99,7 @@ def test_fetch_stage_with_no_working_source_exits_non_zero_and_writes_nothing(tm
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 @requires_debian_data
 def test_debian_files_match_the_pinned_checksums_of_the_decompressed_originals(tmp_path: Path) -> None:
     fetch = COMMITTED_PARAMS["fetch"] | {"sources": [str(DEBIAN_MIRROR)]}

@@ -10,10 +10,10 @@ import pytest
 from conftest import run
 
 from fmnist.dataset import CLASS_NAMES, Split, normalise
+from fmnist.keras_archive import save_model
+from fmnist.model import build_model
 from fmnist.tensorflow_setup import configure_tensorflow, keras, tf
 from fmnist.train_params import TrainParams
-from fmnist.model import build_model
-from fmnist.keras_archive import save_model
 from fmnist.training import train_model
 
 PARAMS = TrainParams(hidden_units=(32,), dropout=0.2, learning_rate=0.01, batch_size=8, epochs=1, seed=3)
@@ -88,8 +88,8 @@ def write_bad_inputs(directory: Path) -> None:
 NOT_GRAYSCALE_28 = "expected a 28x28 8-bit grayscale image"
 NOT_SCALED = "images must be uint8 pixels or floats in [0, 1] (pixels / 255), got"
 BAD_INPUTS = {  # case: (arguments after --model, the error after "predict: error: ")
-    "missing-model": (["none.keras", "good.npz"],
-                      "none.keras: missing (`make pipeline` trains it, `python -m fmnist.dvc_gaps.share pull` fetches it)"),
+    "missing-model": (["none.keras", "good.npz"], "none.keras: missing (`make pipeline` trains it, "
+                      "`python -m fmnist.dvc_gaps.share pull` fetches it)"),
     "not-a-model": (["model.txt", "good.npz"], "model.txt: not a readable .keras model"),
     "missing-input": ([None, "nothing.png"], "nothing.png: no such file"),
     "other-suffix": ([None, "model.txt"], "model.txt: not a .png or .npz file"),

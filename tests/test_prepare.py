@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import idx_bytes
+import yaml
+from conftest import DEBIAN_MIRROR, REPO_ROOT, idx_bytes, requires_debian_data, run_stage
 
 from fmnist.dataset import TENSOR_ALIGNMENT, Split, aligned, load_split, normalise, pixels_of, save_split
 from fmnist.errors import StageError
@@ -148,3 +149,23 @@ def test_aligned_copies_only_arrays_tensorflow_cannot_use_in_place() -> None:
     assert copy is not shifted and copy.ctypes.data % TENSOR_ALIGNMENT == 0 and np.array_equal(copy, shifted)
     buffer.flags.writeable = False  # DLPack cannot export a read-only array
     assert aligned(buffer) is not buffer and aligned(buffer).flags.writeable
+
+
+@pytest.mark.slow
+@requires_debian_data
+def test_fetch_and_prepare_on_the_real_data_give_the_stratified_splits_of_the_defaults(tmp_path: Path) -> None:
+    """The stages on Debian's copy of Fashion-MNIST at the committed params: 55,000 + 5,000 + 10,000 images."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["fetch"]["sources"] = [str(DEBIAN_MIRROR)]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    fetched = run_stage("fetch", "data/raw", cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr
+    prepared = run_stage("prepare", "data/raw", "data/prepared", cwd=tmp_path)
+    assert prepared.returncode == 0, prepared.stderr
+    assert "prepare: wrote train 55000, validation 5000, test 10000 images" in prepared.stdout
+
+    splits = {name: load_split(tmp_path / "data/prepared", name) for name in ("train", "validation", "test")}
+    assert np.bincount(splits["validation"].labels).tolist() == [500] * 10
+    assert np.bincount(splits["train"].labels).tolist() == [5500] * 10
+    assert all(split.images.shape[1:] == (28, 28) and split.images.dtype == np.float32 for split in splits.values())
+    assert all(0.0 <= split.images.min() and split.images.max() <= 1.0 for split in splits.values())

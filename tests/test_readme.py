@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import REPO_ROOT, idx_bytes, run
 
 from fmnist.dataset import CLASS_NAMES, Split, normalise, save_split
-from fmnist.train_params import TrainParams
-from fmnist.model import build_model
 from fmnist.keras_archive import save_model
-from tests.conftest import REPO_ROOT, idx_bytes, run
+from fmnist.model import build_model
+from fmnist.train_params import TrainParams
 
 MODEL_SECTION = "## For people who only want the model"
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from test_train import PARAMS, tiny_data
 
+from fmnist.model import build_model
 from fmnist.resume import load_state, resume_directory, save_state
 from fmnist.tensorflow_setup import configure_tensorflow
-from fmnist.model import build_model
 from fmnist.training import train_model
 
 TRAIN, VALIDATION = tiny_data(96, 1), tiny_data(32, 2)

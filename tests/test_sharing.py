@@ -1,9 +1,9 @@
 """Sharing results between clones: the default directory remote, an SSH remote on a real sshd, run-cache sharing,
-a shared cache directory, the model artifact, and misconfigured remotes. Real `dvc`, real data, 1 epoch.
+a shared cache directory, the model artifact, and misconfigured remotes. Real `dvc`, the tiny dataset, 1 epoch.
 
-One pipeline run is shared by every test (clone A, the module fixture `origin`); each test works in its own
-`git clone` of A next to it, so all clones see the same default remote (`../../fashion-mnist-dvc-storage`
-relative to `.dvc/`, i.e. a directory beside the clones).
+One pipeline run is shared by every test (clone A, the session fixture `origin` of tests/sharing.py); each test
+works in its own `git clone` of A next to it, so all clones see the same default remote
+(`../../fashion-mnist-dvc-storage` relative to `.dvc/`, i.e. a directory beside the clones).
 """
 
 from __future__ import annotations
@@ -13,103 +13,26 @@ import hashlib
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import dvc, git, make_project, requires_debian_data, run, set_param
+from conftest import dvc, git, set_param
+from sharing import (
+    MODEL,
+    REMOTE_DIR,
+    UP_TO_DATE,
+    Origin,
+    clone_of,
+    md5,
+    object_path,
+    outputs,
+    ran_nothing,
+    share,
+    sound_cache,
+    use_team_remote,
+)
 from sshd import SSHServer, free_port, keygen, requires_sshd, running_sshd
-
-pytestmark = requires_debian_data
-
-REMOTE_DIR = "fashion-mnist-dvc-storage"  # where .dvc/config's default remote lands for a clone at <dir>/<clone>
-SHARED_CACHE_DIR = "shared-cache"
-OUTPUT_DIRS = ("data", "models", "reports")
-UP_TO_DATE = "Data and pipelines are up to date."
-MODEL = "models/model.keras"
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Clone A: trained dropout 0.4, then 0.2 (1 epoch each), committed 0.2 and ran `fmnist.dvc_gaps.share push`."""
-
-    repo: Path
-    model_04: bytes  # the 0.4 model: only in A's run-cache and on the remote, never committed
-
-    @property
-    def storage(self) -> Path:
-        return self.repo.parent / REMOTE_DIR
-
-    @property
-    def shared_cache(self) -> Path:
-        return self.repo.parent / SHARED_CACHE_DIR
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def object_path(cache_or_remote: Path, digest: str) -> Path:
-    return cache_or_remote / "files/md5" / digest[:2] / digest[2:]
-
-
-def share(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m fmnist.dvc_gaps.share ...` from the clone's root, as the README says."""
-    return run([sys.executable, "-m", "fmnist.dvc_gaps.share", *args], cwd=clone, check=False)
-
-
-def clone_of(origin: Origin, *parts: str) -> Path:
-    """A `git clone` of A at `<A's parent>/<parts>`; only a clone right beside A shares its default remote."""
-    target = origin.repo.parent.joinpath(*parts)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    git(target.parent, "clone", "-q", str(origin.repo), target.name)
-    return target
-
-
-def outputs(clone: Path) -> dict[str, str]:
-    """md5 of every file the pipeline wrote: equal dicts mean byte-identical results."""
-    files = (path for name in OUTPUT_DIRS for path in (clone / name).rglob("*") if path.is_file())
-    return {str(path.relative_to(clone)): md5(path) for path in files}
-
-
-def sound_cache(clone: Path) -> set[str]:
-    """The names of the clone's cache objects, after the project's checker re-hashed every one of them."""
-    checked = run([sys.executable, "-m", "fmnist.dvc_gaps.check_cache"], cwd=clone, check=False)
-    assert checked.returncode == 0, checked.stderr
-    return {path.parent.name + path.name for path in (clone / ".dvc/cache/files/md5").glob("??/*")}
-
-
-def ran_nothing(output: str) -> bool:
-    return "Running stage" not in output and "epoch " not in output
-
-
-def use_team_remote(clone: Path, server: SSHServer, *, default: bool, **settings: str) -> None:
-    """Remote 'team' as the README sets it up: everything in the git-ignored .dvc/config.local."""
-    dvc(clone, "remote", "add", "--local", *(["--default"] if default else []), "team", server.url)
-    options = {"port": str(server.port), "user": server.user, "keyfile": str(server.key), "timeout": "20"}
-    for option, value in (options | settings).items():
-        dvc(clone, "remote", "modify", "--local", "team", option, value)
-
-
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory) -> Origin:
-    repo = make_project(tmp_path_factory.mktemp("sharing") / "project")
-    dvc(repo, "cache", "dir", "--local", str(repo.parent / SHARED_CACHE_DIR))
-    dvc(repo, "config", "--local", "cache.shared", "group")
-    set_param(repo, "train.epochs", "1")
-    set_param(repo, "train.dropout", "0.4")
-    dvc(repo, "repro")
-    model_04 = (repo / MODEL).read_bytes()
-    set_param(repo, "train.dropout", "0.2")
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "results at dropout 0.2")
-    pushed = share(repo, "push")
-    assert pushed.returncode == 0, pushed.stderr
-    return Origin(repo, model_04)
 
 
 @pytest.fixture(scope="module")
@@ -168,17 +91,6 @@ def test_a_rate_a_teammate_trained_comes_from_the_remote_without_training(origin
     assert "run records whose outputs are not in the local cache" in pushed.stdout
 
 
-def test_plain_push_run_cache_leaves_the_outputs_behind(origin: Origin) -> None:
-    """Why `fmnist.dvc_gaps.share push` exists. If this fails, DVC uploads run-cache outputs itself and the tool can go."""
-    plain = origin.repo.parent / "plain-remote"
-    dvc(origin.repo, "remote", "add", "--local", "plain", str(plain))
-    dvc(origin.repo, "push", "--run-cache", "-r", "plain")
-    model_04 = hashlib.md5(origin.model_04).hexdigest()
-    assert any(model_04 in path.read_text() for path in (plain / "runs").rglob("*") if path.is_file())
-    assert not object_path(plain, model_04).exists()
-    assert object_path(origin.storage, model_04).exists()
-
-
 def test_clones_sharing_one_cache_directory_need_no_remote(origin: Origin) -> None:
     clone = clone_of(origin, "no-remote-here", "clone-d")
     assert not (clone.parent / REMOTE_DIR).exists()
@@ -211,6 +123,7 @@ def test_the_model_artifact_downloads_without_running_the_pipeline(origin: Origi
     assert md5(consumer / "from-working-copy.keras") == md5(origin.repo / MODEL)
 
 
+@pytest.mark.dvc_behaviour  # also pins a DVC gap: see tests/test_dvc_canaries.py
 def test_pull_from_a_wrong_directory_fails_although_dvc_says_up_to_date(origin: Origin) -> None:
     clone = pulled_clone_lacking_the_model(origin, "clone-h")
     workspace, cache = outputs(clone), sound_cache(clone)
@@ -243,6 +156,7 @@ def test_a_fresh_clone_away_from_the_authors_remote_is_told_what_to_do_in_one_li
     assert not (clone.parent / REMOTE_DIR).exists() and git(clone, "status", "--porcelain") == ""
 
 
+@pytest.mark.dvc_behaviour  # also pins a DVC gap: see tests/test_dvc_canaries.py
 def test_after_a_bad_param_a_pulled_clone_restores_its_results_without_training(origin: Origin) -> None:
     """The README's recovery. A bad param now stops at check_params with the outputs untouched; once train's outputs
     are gone anyway, `dvc repro` needs every object of the run record, the git-tracked (`cache: false`) metrics

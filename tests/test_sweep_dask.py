@@ -1,6 +1,6 @@
 """Sweeps on Dask: a real `dask scheduler` and two `dask worker` processes on 127.0.0.1, each with its own HOME and
 scratch directory as if on two machines, a bare git repository as the git remote and a directory as the DVC remote.
-Real `dvc`, real data, 1 epoch per point.
+Real `dvc`, 1 epoch per point: on the tiny dataset, and on the real data in the slow tier (over SSH).
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import VENV_BIN, dvc, git, make_project, requires_debian_data, run, set_param, tool_env
+import yaml
+from conftest import VENV_BIN, copy_project, dvc, git, make_project, requires_debian_data, run, set_param, tool_env
 from sshd import SSHServer, requires_sshd, running_sshd
 
 from fmnist.dvc_gaps.check_cache import cache_objects, corrupted_objects
 from fmnist.runner import exit_with_parent
-
-pytestmark = requires_debian_data
 
 GRID = ["-S", "train.dropout=0.0,0.3", "-S", "train.seed=1,2"]
 LARGEST_OBJECT = 172_535_510  # bytes of data/prepared/train.npz: an upload of it takes long enough to be caught
@@ -65,11 +64,18 @@ def remote_objects_sound(storage: Path) -> int:
 
 
 def make_sweep(
-    root: Path, remotes: Path, git_url: str, storage_url: str, push_data: bool = True, **storage_options: str
+    root: Path,
+    remotes: Path,
+    git_url: str,
+    storage_url: str,
+    push_data: bool = True,
+    template: Path | None = None,
+    **storage_options: str,
 ) -> Sweep:
     """A 1-epoch project on its git remote (a bare repository under `remotes`); with `push_data`, fetch and prepare
-    run once and pushed to its DVC remote (`remotes`/storage), as a team would have them."""
-    project = make_project(root / "project")
+    run once and pushed to its DVC remote (`remotes`/storage), as a team would have them. A copy of `template`
+    (a project nothing ran in) if given, else the project on the real data."""
+    project = copy_project(template, root / "project") if template else make_project(root / "project")
     set_param(project, "train.epochs", "1")
     git(project, "commit", "-qam", "one epoch")
     git(remotes, "init", "-q", "--bare", "--initial-branch=main", "origin.git")
@@ -85,9 +91,16 @@ def make_sweep(
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_template: Path) -> Sweep:
+    """On the tiny dataset."""
     root = tmp_path_factory.mktemp("sweep")
-    return make_sweep(root, root, str(root / "origin.git"), str(root / "storage"))
+    return make_sweep(root, root, str(root / "origin.git"), str(root / "storage"), template=tiny_template)
+
+
+def data_directory(project: Path) -> str:
+    """The directory of the project's dataset (the tiny one), its only fetch source."""
+    (source,) = yaml.safe_load((project / "params.yaml").read_text())["fetch"]["sources"]
+    return source
 
 
 @contextmanager
@@ -185,7 +198,7 @@ def test_a_2x2_grid_lands_in_exp_show_of_a_teammate_and_a_resubmit_trains_nothin
 
 
 def test_a_failing_point_reports_the_stage_error_and_the_others_finish(sweep: Sweep, cluster: Cluster) -> None:
-    grid = ["-S", "fetch.sources=[/nowhere],[/usr/share/datasets/fashion-mnist]", "-S", "train.seed=3"]
+    grid = ["-S", f"fetch.sources=[/nowhere],[{data_directory(sweep.project)}]", "-S", "train.seed=3"]
     swept = submit(sweep, cluster, *grid)
     assert swept.returncode == 1
     failed = [line for line in finished(swept.stdout) if line.startswith("FAILED")]
@@ -208,7 +221,8 @@ def test_a_worker_killed_mid_training_has_its_point_rerun_and_published_once(swe
         victim = psutil.Process(running.workers["w1"].pid)
         deadline = time.monotonic() + 300
         while not any("stages.train" in " ".join(child.cmdline()) for child in victim.children(recursive=True)):
-            assert time.monotonic() < deadline and driver.poll() is None, "w1 never started training"
+            assert driver.poll() is None, f"the sweep ended before w1 started training:\n{driver.communicate()[0]}"
+            assert time.monotonic() < deadline, "w1 never started training"
             time.sleep(0.2)
         os.killpg(victim.pid, signal.SIGKILL)  # the machine is gone: the worker and everything it started
         output, _ = driver.communicate(timeout=600)
@@ -254,6 +268,7 @@ def ssh_sweep(root: Path, monkeypatch: pytest.MonkeyPatch, push_data: bool = Tru
                                  port=str(server.port), user=server.user, keyfile=str(server.key))  # fmt: skip
 
 
+@requires_debian_data
 @requires_sshd
 @pytest.mark.slow
 def test_git_and_dvc_remotes_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,6 +300,7 @@ def pushing_worker(cluster: Cluster) -> psutil.Process | None:
     return None
 
 
+@requires_debian_data
 @requires_sshd
 @pytest.mark.slow
 def test_a_worker_killed_while_pushing_over_sftp_leaves_no_truncated_object(

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from keras_oracle import keras_fit
 
-from bench.levers import keras_fit
 from fmnist.dataset import Split, normalise, pixels_of
-from fmnist.tensorflow_setup import configure_tensorflow, keras
-from fmnist.training import VALIDATION_BATCH_SIZE, epoch_order, train_model
-from fmnist.train_params import TrainParams, learning_rate_at
-from fmnist.model import build_model
 from fmnist.keras_archive import save_model
+from fmnist.model import build_model
+from fmnist.tensorflow_setup import configure_tensorflow, keras
+from fmnist.train_params import TrainParams, learning_rate_at
+from fmnist.training import VALIDATION_BATCH_SIZE, epoch_order, train_model
 
 # Threads can only be set before TensorFlow's first op, as in the stage; seeds are reset per test.
 configure_tensorflow(seed=0)
