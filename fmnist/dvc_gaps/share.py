@@ -20,15 +20,17 @@ Usage, from the repository root:  python -m fmnist.dvc_gaps.share {push,pull} [-
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import re
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from dvc.cli import main as dvc_main
-from dvc.exceptions import FileTransferError
+from dvc.exceptions import DvcException, FileTransferError
 from dvc.repo import Repo
 
 from fmnist.errors import NO_SPACE, space_needed
@@ -129,8 +131,8 @@ def push_run_cache_outputs(repo: Repo, remote: str | None) -> None:
     if result.failed:
         raise ShareError(f"{len(result.failed)} outputs of run-cache entries failed to upload")
     skipped = len(stages) - len(complete)
-    note = f"; skipped {skipped} run records whose outputs are not in the local cache" if skipped else ""
-    print(f"{len(result.transferred)} run-cache output files pushed{note}")
+    if skipped:
+        print(f"share: skipped the outputs of {skipped} run records whose outputs are not in the local cache")
 
 
 def pull_run_cache_outputs(repo: Repo, remote: str | None) -> None:
@@ -179,20 +181,143 @@ def check_local_cache(repo: Repo, remote: str | None) -> None:
         )
 
 
+class HeldErrors(io.TextIOBase):
+    """Stands in for stderr around a DVC command: its output passes through until its first error, which is held
+    (with everything after it, such as DVC's "Having any troubles?" footer) for `remote_failure` to sum up."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.held = stream, io.StringIO()
+
+    def isatty(self) -> bool:  # keeps DVC's progress bars on a terminal
+        return self.stream.isatty()
+
+    def write(self, text: str) -> int:
+        plain = ANSI_ESCAPE.sub("", text)
+        if self.held.tell() or plain.lstrip().startswith("ERROR"):
+            return self.held.write(plain)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+BOTOCORE_DETAIL = re.compile(r"^(?P<message>.*?): An error occurred \((?P<code>[^)]+)\) when calling .*$")
+DVC_PREFIX = re.compile(r"^(unexpected error|failed to transfer '[^']*'|failed to connect to \S+ \([^)]*\)) - ")
+FAILED_FILES = re.compile(r"\b(\d+) files? failed to (?:upload|download)")
+HINTS = (  # (words in the cause, what to do)
+    (("credentials", "signature", "access key", "forbidden", "accessdenied", "permission denied"),
+     "check the remote's access_key_id/secret_access_key in .dvc/config.local or AWS_ACCESS_KEY_ID/"
+     "AWS_SECRET_ACCESS_KEY"),
+    (("bucket does not exist", "nosuchbucket"), "create the bucket or correct the remote's URL"),
+    (("could not connect", "connect call failed", "connection", "timed out", "endpoint"),
+     "is the server up? Run this again once it answers"),
+)  # fmt: skip
+
+
+def remote_failure(held: str, command: str, name: str | None, url: str | None) -> str:
+    """One line for what a failed DVC command wrote after its first error: the remote, the cause and what to do."""
+    errors = [line.removeprefix("ERROR: ") for line in held.splitlines() if line.startswith("ERROR: ")]
+    if not errors:
+        return f"{command} with remote '{name}' ({url}) failed"
+    cause = DVC_PREFIX.sub("", errors[0])
+    detail = BOTOCORE_DETAIL.match(cause)
+    if detail:
+        cause = f"{detail['message']} ({detail['code']})"
+    failed = next((match for line in errors if (match := FAILED_FILES.search(line))), None)
+    count = f"{failed[1]} files failed to {'upload' if command == 'push' else 'download'}: " if failed else ""
+    hint = next((hint for words, hint in HINTS if any(word in cause.lower() for word in words)), None)
+    direction = "to" if command == "push" else "from"
+    if hint and command == "push" and hint.startswith("is the server up"):
+        hint += " (what was uploaded stays there; only the rest is sent)"
+    return f"{command} {direction} remote '{name}' ({url}) failed: {count}{cause}" + (f"; {hint}" if hint else "")
+
+
+def dvc_cli(command: str, remote: str | None) -> int:
+    """`dvc push/pull --run-cache`; a failure's errors become one ShareError line naming the remote and the cause."""
+    held = HeldErrors(sys.stderr)
+    # DVC's error log handler took the stderr of when `dvc` was imported; its `ui` looks stderr up on each write.
+    handlers = [handler for handler in logging.getLogger("dvc").handlers if isinstance(handler, logging.StreamHandler)]
+    streams = {handler: handler.setStream(held) for handler in handlers if handler.level >= logging.WARNING}
+    try:
+        with redirect_stderr(held):
+            status = dvc_main([command, "--run-cache", *(["-r", remote] if remote else [])])
+    finally:
+        for handler, stream in streams.items():
+            handler.setStream(stream)
+    if status:
+        with Repo() as repo:
+            name, url = remote_name_and_url(repo, remote)
+        raise ShareError(remote_failure(held.held.getvalue(), command, name, url))
+    return status
+
+
+@contextmanager
+def remote_errors(repo: Repo, command: str, remote: str | None) -> Iterator[None]:
+    """Our own calls to the remote fail in one line too."""
+    try:
+        yield
+    except (ShareError, DvcException) as error:
+        if isinstance(error, ShareError):
+            raise
+        name, url = remote_name_and_url(repo, remote)
+        raise ShareError(remote_failure(f"ERROR: {error}", command, name, url)) from error
+    except Exception as error:  # botocore, asyncssh, OSError: whatever the remote's filesystem raised
+        name, url = remote_name_and_url(repo, remote)
+        cause = f"{error} ({type(error).__name__})" if str(error) else type(error).__name__
+        raise ShareError(remote_failure(f"ERROR: {cause}", command, name, url)) from error
+
+
+def remote_files(repo: Repo, remote: str | None) -> set[str]:
+    """The paths of every file on the remote (objects and run records), relative to its root."""
+    remote_fs = repo.cloud.get_remote(remote or None)
+    fs, root = remote_fs.fs, remote_fs.path
+    if not fs.exists(root):
+        return set()
+    return {"/".join(fs.relparts(path, root)) for path in fs.find(root)}
+
+
+def pushed_summary(repo: Repo, name: str, before: set[str], after: set[str]) -> str:
+    """How many objects and run records of this clone the push added to the remote (not what others added meanwhile)."""
+    cache_root = Path(repo.cache.local.path).parent.parent  # .../cache/files/md5 -> .../cache
+    new = sorted(path for path in after - before if cache_root.joinpath(*path.split("/")).exists())
+    if not new:
+        return f"share: pushed 0 new objects (everything was already on '{name}')"
+    records = sum(path.startswith("runs/") for path in new)
+    return (
+        f"share: pushed {len(new)} new objects to '{name}' ({len(new) - records} data, model and output objects, "
+        f"{records} run records); it now holds {len(after)}"
+    )
+
+
 def share(command: str, remote: str | None) -> int:
     """DVC's own push or pull with the run-cache, then what it leaves out; raises ShareError."""
     if command == "pull":
         with Repo() as repo:
             require_existing_directory_remote(repo, remote)
-    status = dvc_main([command, "--run-cache", *(["-r", remote] if remote else [])])
+    if command == "push":
+        return push(remote)
+    status = dvc_cli(command, remote)
     if status:
         return status
-    with Repo() as repo:
-        if command == "push":
-            push_run_cache_outputs(repo, remote)
-        else:
-            pull_run_cache_outputs(repo, remote)
-            check_local_cache(repo, remote)
+    with Repo() as repo, remote_errors(repo, command, remote):
+        pull_run_cache_outputs(repo, remote)
+        check_local_cache(repo, remote)
+    return 0
+
+
+def push(remote: str | None) -> int:
+    """`dvc push --run-cache` and the run records' outputs; one line saying how many objects the remote gained."""
+    with Repo() as repo, remote_errors(repo, "push", remote):
+        before = remote_files(repo, remote)
+    with redirect_stdout(io.StringIO()):  # DVC's "N files pushed" counts run records it uploads again every time
+        status = dvc_cli("push", remote)
+    if status:
+        return status
+    with Repo() as repo, remote_errors(repo, "push", remote):
+        push_run_cache_outputs(repo, remote)
+        name, _ = remote_name_and_url(repo, remote)
+        print(pushed_summary(repo, name, before, remote_files(repo, remote)))
     return 0
 
 
