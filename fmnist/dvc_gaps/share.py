@@ -170,6 +170,21 @@ def require_existing_directory_remote(repo: Repo, remote: str | None) -> None:
         )
 
 
+def require_existing_bucket(repo: Repo, command: str, remote: str | None) -> None:
+    """Fail in one line if the remote's bucket does not exist: with everything already in the local cache, `dvc pull`
+    never asks the remote and says "Everything is up to date."."""
+    name, url = remote_name_and_url(repo, remote)
+    remote_fs = repo.cloud.get_remote(name).fs if url is not None else None
+    if remote_fs is None or remote_fs.protocol != "s3":
+        return
+    bucket = remote_fs.parts(repo.cloud.get_remote(name).path)[0]
+    with remote_errors(repo, command, remote):
+        try:
+            remote_fs.ls(bucket, detail=False)
+        except FileNotFoundError as error:
+            raise ShareError(remote_failure(f"ERROR: {error}", command, name, url)) from error
+
+
 def check_local_cache(repo: Repo, remote: str | None) -> None:
     """Fail if an output recorded in dvc.lock is still missing from the local cache after a pull."""
     missing = repo.data_status().get("not_in_cache", [])
@@ -295,6 +310,7 @@ def share(command: str, remote: str | None) -> int:
     if command == "pull":
         with Repo() as repo:
             require_existing_directory_remote(repo, remote)
+            require_existing_bucket(repo, command, remote)
     if command == "push":
         return push(remote)
     status = dvc_cli(command, remote)
