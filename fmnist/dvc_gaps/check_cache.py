@@ -8,6 +8,8 @@ good copies from the remote (which verifies hashes on pull) and restores the wor
 It also lists the partial copies (`.<token>.tmp`) that DVC leaves in the cache when copying an
 output into it fails, as on a full disk; `--remove` deletes them too. Run it while no other DVC
 command runs in the project: a copy in progress looks the same.
+
+`--remote [NAME]` re-hashes the objects on a DVC remote instead (directory, SSH, S3...), reading each one back.
 """
 
 from __future__ import annotations
@@ -43,10 +45,54 @@ def corrupted_objects(cache: Path) -> list[Path]:
     return corrupted
 
 
+def remote_objects(remote_odb) -> Iterator[tuple[str, str]]:  # noqa: ANN001 - DVC's HashFileDB
+    """(path, md5 its name claims) for every object of a DVC remote (any filesystem DVC reaches), as `cache_objects`."""
+    fs, root = remote_odb.fs, remote_odb.path
+    if not fs.exists(root):
+        return
+    for path in sorted(fs.find(root)):
+        parts = fs.relparts(path, root)
+        if len(parts) == 2 and not parts[1].startswith("."):
+            yield path, parts[0] + parts[1].removesuffix(".dir")
+
+
+def check_remote(name: str | None) -> int:
+    """Re-hash every object on remote `name` (default: core.remote), reading each back through DVC's filesystem."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        name = name or repo.config["core"].get("remote")
+        url = repo.config["remote"][name]["url"]
+        odb = repo.cloud.get_remote_odb(name)
+        checked, corrupted = 0, []
+        for path, expected in remote_objects(odb):
+            digest = hashlib.md5()
+            with odb.fs.open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            checked += 1
+            if digest.hexdigest() != expected:
+                corrupted.append(path)
+    for path in corrupted:
+        print(f"corrupted: {path}", file=sys.stderr)
+    if corrupted:
+        print(
+            f"check_cache: {len(corrupted)} of {checked} objects on remote '{name}' ({url}) corrupted", file=sys.stderr
+        )
+        return 1
+    print(f"check_cache: all {checked} objects on remote '{name}' ({url}) match their hashes")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fmnist.dvc_gaps.check_cache", description=__doc__.splitlines()[0])
     parser.add_argument("--remove", action="store_true", help="delete corrupted objects so `dvc pull` refetches them")
+    parser.add_argument(
+        "--remote", nargs="?", const="", metavar="NAME", help="check the objects on a DVC remote instead (read-only)"
+    )
     args = parser.parse_args(argv)
+    if args.remote is not None:
+        return check_remote(args.remote or None)
     from dvc.repo import Repo
 
     with Repo() as repo:

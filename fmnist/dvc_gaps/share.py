@@ -220,14 +220,27 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 BOTOCORE_DETAIL = re.compile(r"^(?P<message>.*?): An error occurred \((?P<code>[^)]+)\) when calling .*$")
 DVC_PREFIX = re.compile(r"^(unexpected error|failed to transfer '[^']*'|failed to connect to \S+ \([^)]*\)) - ")
 FAILED_FILES = re.compile(r"\b(\d+) files? failed to (?:upload|download)")
+CREDENTIALS = ("credentials", "signature", "access key", "forbidden", "accessdenied", "permission denied")
+CREDENTIAL_SETTINGS = {  # what to check, by the remote URL's scheme
+    "s3": "access_key_id/secret_access_key in .dvc/config.local or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+    "ssh": "user/keyfile in .dvc/config.local",
+}
 HINTS = (  # (words in the cause, what to do)
-    (("credentials", "signature", "access key", "forbidden", "accessdenied", "permission denied"),
-     "check the remote's access_key_id/secret_access_key in .dvc/config.local or AWS_ACCESS_KEY_ID/"
-     "AWS_SECRET_ACCESS_KEY"),
     (("bucket does not exist", "nosuchbucket"), "create the bucket or correct the remote's URL"),
     (("could not connect", "connect call failed", "connection", "timed out", "endpoint"),
      "is the server up? Run this again once it answers"),
 )  # fmt: skip
+
+
+def hint_for(cause: str, command: str, url: str | None) -> str | None:
+    words = cause.lower()
+    if any(word in words for word in CREDENTIALS):
+        scheme = url.split("://")[0] if url and "://" in url else ""
+        return f"check the remote's {CREDENTIAL_SETTINGS.get(scheme, 'credentials in .dvc/config.local')}"
+    hint = next((hint for needles, hint in HINTS if any(needle in words for needle in needles)), None)
+    if hint and command == "push" and hint.startswith("is the server up"):
+        hint += " (what was uploaded stays there; only the rest is sent)"
+    return hint
 
 
 def remote_failure(held: str, command: str, name: str | None, url: str | None) -> str:
@@ -241,10 +254,8 @@ def remote_failure(held: str, command: str, name: str | None, url: str | None) -
         cause = f"{detail['message']} ({detail['code']})"
     failed = next((match for line in errors if (match := FAILED_FILES.search(line))), None)
     count = f"{failed[1]} files failed to {'upload' if command == 'push' else 'download'}: " if failed else ""
-    hint = next((hint for words, hint in HINTS if any(word in cause.lower() for word in words)), None)
+    hint = hint_for(cause, command, url)
     direction = "to" if command == "push" else "from"
-    if hint and command == "push" and hint.startswith("is the server up"):
-        hint += " (what was uploaded stays there; only the rest is sent)"
     return f"{command} {direction} remote '{name}' ({url}) failed: {count}{cause}" + (f"; {hint}" if hint else "")
 
 
@@ -260,7 +271,9 @@ def dvc_cli(command: str, remote: str | None) -> int:
     finally:
         for handler, stream in streams.items():
             handler.setStream(stream)
-    if status:
+    if status and "Checkout failed" in held.held.getvalue():  # the remote answered; DVC's own lines say what failed
+        sys.stderr.write(held.held.getvalue())
+    elif status:
         with Repo() as repo:
             name, url = remote_name_and_url(repo, remote)
         raise ShareError(remote_failure(held.held.getvalue(), command, name, url))
