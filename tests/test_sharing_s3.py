@@ -280,3 +280,70 @@ def test_server_gone_mid_push_then_back_the_second_push_sends_the_rest_and_every
     assert complete.objects == len(cached)
     new = complete.objects + complete.run_records - partial.objects - partial.run_records
     assert again.stdout.splitlines()[-1].startswith(f"share: pushed {new} new objects to '{REMOTE}' ")
+
+
+@pytest.mark.slow
+def test_two_dask_sweeps_at_once_publish_to_the_s3_remote(s3: S3Server, tmp_path: Path) -> None:
+    """Two `fmnist-sweep run` at the same moment on a real scheduler and two workers: each point's outputs and run
+    records go to S3 (the keys reach the workers in the remote's settings, into their clones' .dvc/config.local),
+    then its git ref; a teammate restores any point without training. About 2 minutes."""
+    from test_sweep_dask import Sweep, dask_cluster, exp_refs, finished
+
+    from fmnist.processes import tool_env
+
+    project = make_project(tmp_path / "project")
+    use_tiny_dataset(project, tmp_path / "tiny-fashion-mnist")
+    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", "origin.git")
+    git(project, "remote", "add", "origin", str(tmp_path / "origin.git"))
+    git(project, "push", "-q", "origin", "HEAD:refs/heads/main")
+    prefix = "sweep"
+    options = {
+        "endpointurl": s3.endpoint,
+        "access_key_id": s3.key_id,
+        "secret_access_key": s3.secret,
+    }
+    dvc(project, "remote", "add", "--local", "--default", REMOTE, f"s3://{BUCKET}/{prefix}")
+    for option, value in options.items():
+        dvc(project, "remote", "modify", "--local", REMOTE, option, value)
+    dvc(project, "repro", "prepare")
+    assert share(project, "push").returncode == 0
+    sweep = Sweep(project, tmp_path / "origin.git", tmp_path / "unused")
+
+    with dask_cluster(tmp_path / "cluster") as cluster:
+        drivers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fmnist.sweep",
+                    "run",
+                    "-S",
+                    f"train.dropout={rates}",
+                    "--scheduler-file",
+                    str(cluster.scheduler_file),
+                ],
+                cwd=project,
+                env=tool_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for rates in ("0.2,0.4", "0.6,0.8")
+        ]
+        outputs = [driver.communicate(timeout=600)[0] for driver in drivers]
+    for driver, output in zip(drivers, outputs, strict=True):
+        assert driver.returncode == 0, output
+        assert len(finished(output)) == 2 and "2 of 2 points done" in output, output
+    assert len(exp_refs(sweep.origin)) == 4
+    contents = verified_contents(s3, prefix=prefix)
+    assert contents.mismatched == [] and contents.run_records >= 10  # fetch, prepare, and train + evaluate 4 times
+
+    teammate = tmp_path / "teammate"
+    git(tmp_path, "clone", "-q", str(sweep.origin), teammate.name)
+    dvc(teammate, "remote", "add", "--local", "--default", REMOTE, f"s3://{BUCKET}/{prefix}")
+    for option, value in options.items():
+        dvc(teammate, "remote", "modify", "--local", REMOTE, option, value)
+    for rate in ("0.4", "0.6"):  # one point of each sweep
+        set_param(teammate, "train.dropout", rate)
+        repro = dvc(teammate, "repro", "--pull").stdout
+        assert "Stage 'train' is cached - skipping run" in repro and ran_nothing(repro), repro
