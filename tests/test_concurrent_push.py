@@ -108,6 +108,7 @@ def concurrent_rounds_then_a_third_clone_restores_everything(
         restored = "Stage 'train' is cached - skipping run" in repro or "Stage 'train' didn't change" in repro
         assert restored and "Running stage" not in repro, (rate, repro)
         assert md5(third / MODEL) == model, rate
+    print(f"{url}: pushes said {seen}; {checked.stdout.strip()}")  # the figures of docs/sharing-s3.md (pytest -s)
     return int(checked.stdout.split()[2]), seen
 
 

@@ -13,6 +13,12 @@ Plain DVC falls short in these ways (DVC 3.67.1; each checked by tests/test_shar
   `.tmp` file (in a directory remote, or in the local cache). Both print one line instead and delete those copies.
 * On a fresh clone anywhere but beside the author's, the default remote (a directory) does not exist, and DVC says so in
   a dozen lines about missing cache files. `pull` says so in one, with what to do instead.
+* `dvc push --run-cache` says "N files pushed" on every repeat: it uploads every run record again. `push` lists the
+  remote before and after and says how many objects it gained ("pushed 0 new objects" when it had everything).
+* A remote that refuses the keys, lacks its bucket or does not answer makes DVC print an error per file, an
+  "unexpected error" and a support footer (exit 255), or, for `dvc pull` of a missing bucket with everything cached,
+  "Everything is up to date.". `push` and `pull` print one line naming the remote, the cause and what to do (exit 1).
+  docs/sharing-s3.md shows each (tests/test_sharing_s3.py).
 
 Usage, from the repository root:  python -m fmnist.dvc_gaps.share {push,pull} [-r REMOTE]
 """
