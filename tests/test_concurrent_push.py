@@ -141,6 +141,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory, aws_env: None) -> Iterator[S3Se
         yield server
 
 
+@pytest.mark.slow  # 43 s to 95 s: moto, a Python server, under concurrent uploads on a loaded host
 def test_two_pushers_at_once_to_an_s3_remote(trained: Trained, tmp_path: Path, s3: S3Server) -> None:
     options = {"endpointurl": s3.endpoint, "access_key_id": s3.key_id, "secret_access_key": s3.secret}
     url = f"s3://{BUCKET}/concurrent"
