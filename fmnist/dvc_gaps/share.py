@@ -291,9 +291,9 @@ def remote_errors(repo: Repo, command: str, remote: str | None) -> Iterator[None
     """Our own calls to the remote fail in one line too."""
     try:
         yield
-    except (ShareError, DvcException) as error:
-        if isinstance(error, ShareError):
-            raise
+    except ShareError:
+        raise
+    except DvcException as error:
         name, url = remote_name_and_url(repo, remote)
         raise ShareError(remote_failure(f"ERROR: {error}", command, name, url)) from error
     except Exception as error:  # botocore, asyncssh, OSError: whatever the remote's filesystem raised
