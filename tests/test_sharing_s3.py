@@ -175,6 +175,33 @@ def test_no_key_is_in_git(origin: Origin) -> None:
     assert git(origin.repo, "check-ignore", ".dvc/config.local").strip() == ".dvc/config.local"
 
 
+def test_check_cache_remote_finds_an_object_whose_bytes_do_not_match_its_name(origin: Origin) -> None:
+    client = origin.s3.client()
+    good = hashlib.md5(b"good").hexdigest()
+    bad = hashlib.md5(b"bad").hexdigest()
+    client.put_object(Bucket=BUCKET, Key=f"rotten/files/md5/{good[:2]}/{good[2:]}", Body=b"good")
+    client.put_object(Bucket=BUCKET, Key=f"rotten/files/md5/{bad[:2]}/{bad[2:]}", Body=b"bad, then bit rot")
+    dvc(origin.repo, "remote", "add", "--local", "rotten", f"s3://{BUCKET}/rotten")
+    dvc(origin.repo, "remote", "modify", "--local", "rotten", "endpointurl", origin.s3.endpoint)
+    unreadable = run(
+        [sys.executable, "-m", "fmnist.dvc_gaps.check_cache", "--remote", "rotten"], cwd=origin.repo, check=False
+    )
+    assert unreadable.returncode == 1
+    assert unreadable.stderr.strip() == (  # no keys for it yet
+        f"check_cache: cannot read remote 'rotten' (s3://{BUCKET}/rotten): Unable to locate credentials"
+    )
+    dvc(origin.repo, "remote", "modify", "--local", "rotten", "access_key_id", origin.s3.key_id)
+    dvc(origin.repo, "remote", "modify", "--local", "rotten", "secret_access_key", origin.s3.secret)
+    checked = run(
+        [sys.executable, "-m", "fmnist.dvc_gaps.check_cache", "--remote", "rotten"], cwd=origin.repo, check=False
+    )
+    assert checked.returncode == 1
+    assert checked.stderr.splitlines() == [
+        f"corrupted: {BUCKET}/rotten/files/md5/{bad[:2]}/{bad[2:]}",
+        f"check_cache: 1 of 2 objects on remote 'rotten' (s3://{BUCKET}/rotten) corrupted",
+    ]
+
+
 # Bad storage: every case is one line on stderr, exit 1, and neither the remote nor the clone changes.
 
 

@@ -65,14 +65,18 @@ def check_remote(name: str | None) -> int:
         url = repo.config["remote"][name]["url"]
         odb = repo.cloud.get_remote_odb(name)
         checked, corrupted = 0, []
-        for path, expected in remote_objects(odb):
-            digest = hashlib.md5()
-            with odb.fs.open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            checked += 1
-            if digest.hexdigest() != expected:
-                corrupted.append(path)
+        try:
+            for path, expected in remote_objects(odb):
+                digest = hashlib.md5()
+                with odb.fs.open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                checked += 1
+                if digest.hexdigest() != expected:
+                    corrupted.append(path)
+        except Exception as error:  # whatever the remote's filesystem raises: no keys, no bucket, no server
+            print(f"check_cache: cannot read remote '{name}' ({url}): {error}", file=sys.stderr)
+            return 1
     for path in corrupted:
         print(f"corrupted: {path}", file=sys.stderr)
     if corrupted:
