@@ -15,6 +15,9 @@ whose outputs were never pushed leaves, or objects deleted from the remote), nam
 if there are any; with `--remove` it deletes those records from the remote (exit 0). Such a record is harmless to
 `python -m fmnist.dvc_gaps.share pull`, which skips it, but `dvc pull --run-cache` hands it on and DVC's
 `dvc repro --pull` tries to restore from it. Objects stay: only records are deleted.
+It re-hashes every object on that remote first, reading each back through DVC's filesystem (directory, SSH,
+S3...): DVC trusts a remote's objects as it trusts its cache (treeverse/dvc#10498: truncated SSH-remote objects that
+`dvc status -c` does not notice).
 """
 
 from __future__ import annotations
@@ -50,7 +53,50 @@ def corrupted_objects(cache: Path) -> list[Path]:
     return corrupted
 
 
-def check_remote(remote: str | None, remove: bool) -> int:
+def remote_objects(remote_odb) -> Iterator[tuple[str, str]]:  # noqa: ANN001 - DVC's HashFileDB
+    """(path, md5 its name claims) for every object of a DVC remote (any filesystem DVC reaches), as `cache_objects`."""
+    fs, root = remote_odb.fs, remote_odb.path
+    if not fs.exists(root):
+        return
+    for path in sorted(fs.find(root)):
+        parts = fs.relparts(path, root)
+        if len(parts) == 2 and not parts[1].startswith("."):
+            yield path, parts[0] + parts[1].removesuffix(".dir")
+
+
+def rehash_remote(name: str | None) -> int:
+    """Re-hash every object on remote `name` (default: core.remote), reading each back through DVC's filesystem."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        name = name or repo.config["core"].get("remote")
+        url = repo.config["remote"][name]["url"]
+        odb = repo.cloud.get_remote_odb(name)
+        checked, corrupted = 0, []
+        try:
+            for path, expected in remote_objects(odb):
+                digest = hashlib.md5()
+                with odb.fs.open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                checked += 1
+                if digest.hexdigest() != expected:
+                    corrupted.append(path)
+        except Exception as error:  # whatever the remote's filesystem raises: no keys, no bucket, no server
+            print(f"check_cache: cannot read remote '{name}' ({url}): {error}", file=sys.stderr)
+            return 1
+    for path in corrupted:
+        print(f"corrupted: {path}", file=sys.stderr)
+    if corrupted:
+        print(
+            f"check_cache: {len(corrupted)} of {checked} objects on remote '{name}' ({url}) corrupted", file=sys.stderr
+        )
+        return 1
+    print(f"check_cache: all {checked} objects on remote '{name}' ({url}) match their hashes")
+    return 0
+
+
+def check_records(remote: str | None, remove: bool) -> int:
     """List (and with `remove`, delete) the run records on `remote` whose outputs are not all on it."""
     from dvc.repo import Repo
 
@@ -76,6 +122,14 @@ def check_remote(remote: str | None, remove: bool) -> int:
     return 0 if remove else 1
 
 
+def check_remote(remote: str | None, remove: bool) -> int:
+    """The objects of `remote` re-hashed, then its run records checked for their outputs; 1 if anything is wrong."""
+    objects = rehash_remote(remote)
+    if objects and not remove:
+        return objects
+    return max(objects, check_records(remote, remove))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fmnist.dvc_gaps.check_cache", description=__doc__.splitlines()[0])
     parser.add_argument("--remove", action="store_true", help="delete what is found (objects; records with --remote)")
@@ -84,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="?",
         const="",
         metavar="NAME",
-        help="check the run records on this remote (default: core.remote) instead of the local cache",
+        help="check this remote (default: core.remote) instead of the local cache: its objects and run records",
     )
     args = parser.parse_args(argv)
     if args.remote is not None:

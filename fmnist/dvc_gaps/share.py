@@ -18,6 +18,12 @@ Plain DVC falls short in these ways (DVC 3.67.1; each checked by tests/test_shar
   `.tmp` file (in a directory remote, or in the local cache). Both print one line instead and delete those copies.
 * On a fresh clone anywhere but beside the author's, the default remote (a directory) does not exist, and DVC says so in
   a dozen lines about missing cache files. `pull` says so in one, with what to do instead.
+* `dvc push --run-cache` says "N files pushed" on every repeat: it uploads every run record again. `push` lists the
+  remote before and after and says how many objects it gained ("pushed 0 new objects" when it had everything).
+* A remote that refuses the keys, lacks its bucket or does not answer makes DVC print an error per file, an
+  "unexpected error" and a support footer (exit 255), or, for `dvc pull` of a missing bucket with everything cached,
+  "Everything is up to date.". `push` and `pull` print one line naming the remote, the cause and what to do (exit 1).
+  docs/sharing-s3.md shows each (tests/test_sharing_s3.py).
 
 Usage, from the repository root:  python -m fmnist.dvc_gaps.share {push,pull} [-r REMOTE] [--workspace-runs]
 """
@@ -25,14 +31,17 @@ Usage, from the repository root:  python -m fmnist.dvc_gaps.share {push,pull} [-
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import re
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import TextIO
 
 from dvc.cli import main as dvc_main
-from dvc.exceptions import FileTransferError
+from dvc.exceptions import DvcException, FileTransferError
 from dvc.repo import Repo
 
 from fmnist.dvc_gaps.run_records import (
@@ -127,8 +136,8 @@ def push_run_records(repo: Repo, remote: str | None, only: set[str] | None = Non
             uploaded = upload_records(local, destination, uploaded)
         except OSError as error:
             raise ShareError(f"cannot upload run records to {destination.root}: {error}") from None
-    note = f"; skipped {counted(len(incomplete))} whose outputs are not in the local cache" if incomplete else ""
-    print(f"{len(result.transferred)} run-cache output files and {counted(len(uploaded))} pushed{note}")
+    if incomplete:
+        print(f"share: skipped {counted(len(incomplete))} whose outputs are not in the local cache")
 
 
 def workspace_run_paths(repo: Repo) -> set[str]:
@@ -201,6 +210,21 @@ def require_existing_directory_remote(repo: Repo, remote: str | None) -> None:
         )
 
 
+def require_existing_bucket(repo: Repo, command: str, remote: str | None) -> None:
+    """Fail in one line if the remote's bucket does not exist: with everything already in the local cache, `dvc pull`
+    never asks the remote and says "Everything is up to date."."""
+    name, url = remote_name_and_url(repo, remote)
+    remote_fs = repo.cloud.get_remote(name).fs if url is not None else None
+    if remote_fs is None or remote_fs.protocol != "s3":
+        return
+    bucket = remote_fs.parts(repo.cloud.get_remote(name).path)[0]
+    with remote_errors(repo, command, remote):
+        try:
+            remote_fs.ls(bucket, detail=False)
+        except FileNotFoundError as error:
+            raise ShareError(remote_failure(f"ERROR: {error}", command, name, url)) from error
+
+
 def check_local_cache(repo: Repo, remote: str | None) -> None:
     """Fail if an output recorded in dvc.lock is still missing from the local cache after a pull."""
     missing = repo.data_status().get("not_in_cache", [])
@@ -212,25 +236,163 @@ def check_local_cache(repo: Repo, remote: str | None) -> None:
         )
 
 
+class HeldErrors(io.TextIOBase):
+    """Stands in for stderr around a DVC command: its output passes through until its first error, which is held
+    (with everything after it, such as DVC's "Having any troubles?" footer) for `remote_failure` to sum up."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.held = stream, io.StringIO()
+
+    def isatty(self) -> bool:  # keeps DVC's progress bars on a terminal
+        return self.stream.isatty()
+
+    def write(self, text: str) -> int:
+        plain = ANSI_ESCAPE.sub("", text)
+        if self.held.tell() or plain.lstrip().startswith("ERROR"):
+            return self.held.write(plain)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+BOTOCORE_DETAIL = re.compile(r"^(?P<message>.*?): An error occurred \((?P<code>[^)]+)\) when calling .*$")
+DVC_PREFIX = re.compile(r"^(unexpected error|failed to transfer '[^']*'|failed to connect to \S+ \([^)]*\)) - ")
+FAILED_FILES = re.compile(r"\b(\d+) files? failed to (?:upload|download)")
+CREDENTIALS = ("credentials", "signature", "access key", "forbidden", "accessdenied", "permission denied")
+CREDENTIAL_SETTINGS = {  # what to check, by the remote URL's scheme
+    "s3": "access_key_id/secret_access_key in .dvc/config.local or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+    "ssh": "user/keyfile in .dvc/config.local",
+}
+HINTS = (  # (words in the cause, what to do)
+    (("bucket does not exist", "nosuchbucket"), "create the bucket or correct the remote's URL"),
+    (("could not connect", "connect call failed", "connection", "timed out", "endpoint"),
+     "is the server up? Run this again once it answers"),
+)  # fmt: skip
+
+
+def hint_for(cause: str, command: str, url: str | None) -> str | None:
+    words = cause.lower()
+    if any(word in words for word in CREDENTIALS):
+        scheme = url.split("://")[0] if url and "://" in url else ""
+        return f"check the remote's {CREDENTIAL_SETTINGS.get(scheme, 'credentials in .dvc/config.local')}"
+    hint = next((hint for needles, hint in HINTS if any(needle in words for needle in needles)), None)
+    if hint and command == "push" and hint.startswith("is the server up"):
+        hint += " (what was uploaded stays there; only the rest is sent)"
+    return hint
+
+
+def remote_failure(held: str, command: str, name: str | None, url: str | None) -> str:
+    """One line for what a failed DVC command wrote after its first error: the remote, the cause and what to do."""
+    errors = [line.removeprefix("ERROR: ") for line in held.splitlines() if line.startswith("ERROR: ")]
+    if not errors:
+        return f"{command} with remote '{name}' ({url}) failed"
+    cause = DVC_PREFIX.sub("", errors[0])
+    detail = BOTOCORE_DETAIL.match(cause)
+    if detail:
+        cause = f"{detail['message']} ({detail['code']})"
+    failed = next((match for line in errors if (match := FAILED_FILES.search(line))), None)
+    count = f"{failed[1]} files failed to {'upload' if command == 'push' else 'download'}: " if failed else ""
+    hint = hint_for(cause, command, url)
+    direction = "to" if command == "push" else "from"
+    return f"{command} {direction} remote '{name}' ({url}) failed: {count}{cause}" + (f"; {hint}" if hint else "")
+
+
+def dvc_cli(command: str, remote: str | None) -> int:
+    """`dvc push` (the workspace's outputs) or `dvc pull --run-cache`; a failure's errors become one ShareError line
+    naming the remote and the cause."""
+    held = HeldErrors(sys.stderr)
+    # DVC's error log handler took the stderr of when `dvc` was imported; its `ui` looks stderr up on each write.
+    handlers = [handler for handler in logging.getLogger("dvc").handlers if isinstance(handler, logging.StreamHandler)]
+    streams = {handler: handler.setStream(held) for handler in handlers if handler.level >= logging.WARNING}
+    try:
+        with redirect_stderr(held):
+            run_cache = ["--run-cache"] if command == "pull" else []  # push: the records go up after their outputs
+            status = dvc_main([command, *run_cache, *(["-r", remote] if remote else [])])
+    finally:
+        for handler, stream in streams.items():
+            handler.setStream(stream)
+    if status and "Checkout failed" in held.held.getvalue():  # the remote answered; DVC's own lines say what failed
+        sys.stderr.write(held.held.getvalue())
+    elif status:
+        with Repo() as repo:
+            name, url = remote_name_and_url(repo, remote)
+        raise ShareError(remote_failure(held.held.getvalue(), command, name, url))
+    return status
+
+
+@contextmanager
+def remote_errors(repo: Repo, command: str, remote: str | None) -> Iterator[None]:
+    """Our own calls to the remote fail in one line too."""
+    try:
+        yield
+    except ShareError:
+        raise
+    except DvcException as error:
+        name, url = remote_name_and_url(repo, remote)
+        raise ShareError(remote_failure(f"ERROR: {error}", command, name, url)) from error
+    except Exception as error:  # botocore, asyncssh, OSError: whatever the remote's filesystem raised
+        name, url = remote_name_and_url(repo, remote)
+        cause = f"{error} ({type(error).__name__})" if str(error) else type(error).__name__
+        raise ShareError(remote_failure(f"ERROR: {cause}", command, name, url)) from error
+
+
+def remote_files(repo: Repo, remote: str | None) -> set[str]:
+    """The paths of every file on the remote (objects and run records), relative to its root."""
+    remote_fs = repo.cloud.get_remote(remote or None)
+    fs, root = remote_fs.fs, remote_fs.path
+    if not fs.exists(root):
+        return set()
+    return {"/".join(fs.relparts(path, root)) for path in fs.find(root)}
+
+
+def pushed_summary(repo: Repo, name: str, before: set[str], after: set[str]) -> str:
+    """How many objects and run records of this clone the push added to the remote (not what others added meanwhile)."""
+    cache_root = Path(repo.cache.local.path).parent.parent  # .../cache/files/md5 -> .../cache
+    new = sorted(path for path in after - before if cache_root.joinpath(*path.split("/")).exists())
+    if not new:
+        return f"share: pushed 0 new objects (everything was already on '{name}')"
+    records = sum(path.startswith("runs/") for path in new)
+    return (
+        f"share: pushed {len(new)} new objects to '{name}' ({len(new) - records} data, model and output objects, "
+        f"{records} run records); it now holds {len(after)}"
+    )
+
+
 def share(command: str, remote: str | None, workspace_runs: bool = False) -> int:
     """DVC's own push (workspace outputs) or pull (with the run records), then the run records; raises ShareError.
 
     With `workspace_runs`, a push uploads only the run records of the workspace's current runs, not every record in
     the local cache (which a sweep's cache shares with other points)."""
-    before: set[str] = set()
+    if command == "push":
+        return push(remote, workspace_runs)
     with Repo() as repo:
-        if command == "pull":
-            require_existing_directory_remote(repo, remote)
-            before = set(local_store(repo).record_paths())
-    status = dvc_main([command, *(["--run-cache"] if command == "pull" else []), *(["-r", remote] if remote else [])])
+        require_existing_directory_remote(repo, remote)
+        require_existing_bucket(repo, command, remote)
+        before = set(local_store(repo).record_paths())
+    status = dvc_cli(command, remote)
     if status:
         return status
-    with Repo() as repo:
-        if command == "push":
-            push_run_records(repo, remote, workspace_run_paths(repo) if workspace_runs else None)
-        else:
-            pull_run_records(repo, remote, before)
-            check_local_cache(repo, remote)
+    with Repo() as repo, remote_errors(repo, command, remote):
+        pull_run_records(repo, remote, before)
+        check_local_cache(repo, remote)
+    return 0
+
+
+def push(remote: str | None, workspace_runs: bool) -> int:
+    """`dvc push`, then the complete run records after their outputs; one line saying how many objects the remote
+    gained."""
+    with Repo() as repo, remote_errors(repo, "push", remote):
+        before = remote_files(repo, remote)
+    with redirect_stdout(io.StringIO()):  # DVC's "N files pushed" also counts what the remote had already
+        status = dvc_cli("push", remote)
+    if status:
+        return status
+    with Repo() as repo, remote_errors(repo, "push", remote):
+        push_run_records(repo, remote, workspace_run_paths(repo) if workspace_runs else None)
+        name, _ = remote_name_and_url(repo, remote)
+        print(pushed_summary(repo, name, before, remote_files(repo, remote)))
     return 0
 
 
