@@ -30,14 +30,17 @@ $(PLOTS_PAGE): fmnist/offline_plots.py fmnist/plots_page/package-lock.json | $(V
 pipeline: setup
 	dvc repro
 
+# Two pytest workers (the machine's two cores); a test file stays on one worker, as its module fixtures expect.
+PYTEST := python -m pytest -n 2 --dist loadfile
+
 test: setup
-	python -m pytest
+	$(PYTEST)
 
 test-slow: setup
-	python -m pytest -m slow
+	$(PYTEST) -m slow
 
 test-all: setup
-	python -m pytest -m ""
+	$(PYTEST) -m ""
 
 lint: setup
 	ruff check . && ruff format --check .

@@ -118,6 +118,11 @@ def resume_or_start(
     except (OSError, ValueError, KeyError, TypeError) as error:
         print(f"train: discarding unusable resume state {directory} ({error}); starting from epoch 1", file=sys.stderr)
         discard_state(directory)
+        # Keras names layers and variables by a process-wide counter, and the names are in the saved file: start
+        # the count again so that the restarted run saves the bytes an uninterrupted one would.
+        from fmnist.tensorflow_setup import keras
+
+        keras.backend.clear_session()
         return build(), []
     print(f"train: resuming after epoch {len(history)}/{epochs} from {directory}", flush=True)
     return model, history

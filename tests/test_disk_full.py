@@ -175,6 +175,7 @@ def prepared(templates: Templates, directory: Path, epochs: int) -> Path:
     project = copy_project(templates.prepared, directory)
     if epochs != 1:
         set_param(project, "train.epochs", str(epochs))
+        dvc(project, "repro", "check_params")  # as the uninterrupted run recorded it
         git(project, "commit", "-qam", f"{epochs} epochs")
     return project
 

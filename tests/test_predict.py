@@ -88,8 +88,7 @@ def write_bad_inputs(directory: Path) -> None:
 NOT_GRAYSCALE_28 = "expected a 28x28 8-bit grayscale image"
 NOT_SCALED = "images must be uint8 pixels or floats in [0, 1] (pixels / 255), got"
 BAD_INPUTS = {  # case: (arguments after --model, the error after "predict: error: ")
-    "missing-model": (["none.keras", "good.npz"], "none.keras: missing (`make pipeline` trains it, "
-                      "`python -m fmnist.dvc_gaps.share pull` fetches it)"),
+    "missing-model": (["none.keras", "good.npz"], "none.keras: missing (run the train stage first: 'dvc repro train')"),
     "not-a-model": (["model.txt", "good.npz"], "model.txt: not a readable .keras model"),
     "missing-input": ([None, "nothing.png"], "nothing.png: no such file"),
     "other-suffix": ([None, "model.txt"], "model.txt: not a .png or .npz file"),

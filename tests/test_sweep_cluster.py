@@ -117,7 +117,7 @@ def tls_cluster(team: Team, root: Path) -> Iterator[Cluster]:
                       "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
                       *tls_flags(certs, "worker")]  # fmt: skip
             processes.append(dask_command(clone_host(team, root, name), *worker))
-        with clusters.connect_scheduler(None, str(scheduler_file), certs, False) as client:
+        with clusters.connect_scheduler(None, str(scheduler_file), certs, False, clusters.CONNECT_SECONDS) as client:
             client.wait_for_workers(2, timeout=60)
         yield Cluster(scheduler_file, certs, processes)
     finally:

@@ -26,11 +26,20 @@ def test_each_stage_run_through_dvc_reports_its_outcome(
     report = tmp_path / "outcomes.jsonl"
     monkeypatch.setenv(STAGE_REPORT_VARIABLE, str(report))
     dvc(tiny_project, "repro")
-    assert outcomes(report) == [("fetch", "done"), ("prepare", "done"), ("train", "done"), ("evaluate", "done")]
+    assert outcomes(report) == [
+        ("check_params", "done"),
+        ("fetch", "done"),
+        ("prepare", "done"),
+        ("train", "done"),
+        ("evaluate", "done"),
+    ]
     report.unlink()
     failed = dvc(tiny_project, "exp", "run", "-S", "fetch.sources=[/nowhere]", check=False)
     assert failed.returncode != 0
-    (record,) = map(json.loads, report.read_text().splitlines())
+    checked, record = map(
+        json.loads, report.read_text().splitlines()
+    )  # the new sources are valid: checked, then fetched
+    assert (checked["stage"], checked["outcome"]) == ("check_params", "done")
     assert (record["stage"], record["outcome"], record["status"]) == ("fetch", "error", 1)
     assert record["message"].startswith("fetch: error: cannot fetch train-images-idx3-ubyte: tried /nowhere")
 

@@ -38,8 +38,10 @@ def test_two_projects_sweeps_share_no_cache_and_no_run_records(tmp_path: Path) -
     caches = sorted(path.parent.name for path in (home / ".cache/fashion-mnist-sweep").glob("*/dvc-cache"))
     assert len(caches) == 2 and all(len(name) == 12 for name in caches)  # one per git remote
     firsts, seconds = run_records(tmp_path / "first/storage"), run_records(tmp_path / "second/storage")
-    assert sorted(seconds.values()) == sorted(firsts.values())  # one record per stage: fetch, prepare, train, evaluate
-    assert len(seconds) == 4 and set(seconds).isdisjoint(firsts)
+    assert sorted(seconds.values()) == sorted(
+        firsts.values()
+    )  # one record per stage: check_params, fetch, prepare, train, evaluate
+    assert len(seconds) == 5 and set(seconds).isdisjoint(firsts)
 
     # One cache for both (SWEEP_CACHE): still, a point publishes only the records of its own runs.
     shared = {"SWEEP_CACHE": str(tmp_path / "shared-cache")}
@@ -48,7 +50,11 @@ def test_two_projects_sweeps_share_no_cache_and_no_run_records(tmp_path: Path) -
     sweep(second, home, "-S", "train.dropout=0.4", **shared)
     added = set(run_records(tmp_path / "second/storage")) - set(before)
     stages = sorted(run_records(tmp_path / "second/storage")[record].split()[2] for record in added)
-    assert stages == ["stages.evaluate", "stages.train"]  # this point's; fetch and prepare were there before
+    assert stages == [
+        "stages.check_params",
+        "stages.evaluate",
+        "stages.train",
+    ]  # this point's: fetch, prepare were there
     in_shared_cache = {str(path.relative_to(tmp_path / "shared-cache/runs")) for path in
                        (tmp_path / "shared-cache/runs").glob("??/*/*")}  # fmt: skip
     assert set(run_records(tmp_path / "first/storage")) & in_shared_cache  # the first project's runs are there
