@@ -40,7 +40,7 @@ def test_a_point_whose_worker_died_counts_as_waiting_not_running(tmp_path: Path)
         worker = subprocess.Popen(
             [str(VENV_BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
              "--no-nanny", "--name", "w1"],
-            cwd=tmp_path, env=env | {"PYTHONPATH": str(project)},  # the project's fmnist, not the venv's install
+            cwd=project, env=env,  # the installed project, as a user's worker imports it
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         driver = subprocess.Popen(
