@@ -87,6 +87,19 @@ def use_team_remote(clone: Path, server: SSHServer, *, default: bool, **settings
         dvc(clone, "remote", "modify", "--local", "team", option, value)
 
 
+def trained_at_two_rates(repo: Path, message: str) -> bytes:
+    """Train dropout 0.4, then 0.2, and commit 0.2's results: a teammate can then restore 0.4 without training only
+    through the run-cache. Returns the 0.4 model's bytes."""
+    set_param(repo, "train.dropout", "0.4")
+    dvc(repo, "repro")
+    model_04 = (repo / MODEL).read_bytes()
+    set_param(repo, "train.dropout", "0.2")
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return model_04
+
+
 @pytest.fixture(scope="session")
 def origin(tmp_path_factory: pytest.TempPathFactory, tiny_template: Path) -> Origin:
     """Made once per session (tests/test_sharing.py, tests/test_dvc_canaries.py); tests work in clones of it."""
@@ -94,13 +107,7 @@ def origin(tmp_path_factory: pytest.TempPathFactory, tiny_template: Path) -> Ori
     dvc(repo, "cache", "dir", "--local", str(repo.parent / SHARED_CACHE_DIR))
     dvc(repo, "config", "--local", "cache.shared", "group")
     set_param(repo, "train.epochs", "1")
-    set_param(repo, "train.dropout", "0.4")
-    dvc(repo, "repro")
-    model_04 = (repo / MODEL).read_bytes()
-    set_param(repo, "train.dropout", "0.2")
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "results at dropout 0.2")
+    model_04 = trained_at_two_rates(repo, "results at dropout 0.2")
     pushed = share(repo, "push")
     assert pushed.returncode == 0, pushed.stderr
     return Origin(repo, model_04)

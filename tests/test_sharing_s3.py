@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import dvc, git, make_project, run, set_param, use_tiny_dataset
 from s3server import BUCKET, PREFIX, S3Server, TCPProxy, object_md5s, running_moto, verified_contents
+from sharing import trained_at_two_rates
 from sshd import free_port
 
 MODEL = "models/model.keras"
@@ -87,13 +88,7 @@ def origin(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> Origin:
     repo = make_project(root / "project")
     use_tiny_dataset(repo, root / "tiny-fashion-mnist")
     use_s3_remote(repo, s3)
-    set_param(repo, "train.dropout", "0.4")
-    dvc(repo, "repro")
-    model_04 = (repo / MODEL).read_bytes()
-    set_param(repo, "train.dropout", "0.2")
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "results at dropout 0.2, remote on S3")
+    model_04 = trained_at_two_rates(repo, "results at dropout 0.2, remote on S3")
     git(repo, "tag", "-a", f"{ARTIFACT}@v1.0.0", "-m", f"{ARTIFACT} v1.0.0")
     git(root, "clone", "-q", "--bare", str(repo), "server.git")
     pushed = share(repo, "push")
