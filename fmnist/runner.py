@@ -5,9 +5,12 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 
 from fmnist.errors import NO_SPACE, StageError
@@ -15,6 +18,7 @@ from fmnist.errors import NO_SPACE, StageError
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 PR_SET_PDEATHSIG = 1
+SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "fish"})
 STAGE_REPORT_VARIABLE = "FMNIST_STAGE_REPORT"
 
 
@@ -44,13 +48,50 @@ def raise_if_interrupted() -> None:
 
 
 def exit_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the parent (`dvc`, or a shell) dies, so no stage is orphaned.
+    """Ask Linux to send SIGTERM when the parent dies (usable as a `preexec_fn`)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
-    Killing only the `dvc` process otherwise leaves training running with nothing recording it.
-    """
+
+def exit_with_dvc() -> None:
+    """End this stage with SIGTERM when the `dvc` that started it dies, so no stage is orphaned.
+
+    Killing only `dvc` otherwise leaves training running with nothing recording it. DVC starts a stage through
+    `$SHELL -c` (else /bin/sh): bash execs the stage, so `dvc` is the parent; dash stays between the two and outlives
+    `dvc`, so there the shell's parent is watched too."""
     if not sys.platform.startswith("linux"):
         return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    exit_with_parent()
+    parent = os.getppid()
+    if _is_shell_command(parent):
+        _terminate_when_gone(_parent_of(parent))
+
+
+def _is_shell_command(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return os.path.basename(argv[0].decode(errors="replace")) in SHELLS and b"-c" in argv[1:]
+
+
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state; the name may hold spaces
+
+
+def _terminate_when_gone(pid: int) -> None:
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def wait() -> None:
+        select.select([handle], [], [])  # readable once the process has exited
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait, name="exit-with-dvc", daemon=True).start()
 
 
 def run_stage(name: str, body: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None) -> int:
@@ -61,7 +102,7 @@ def run_stage(name: str, body: Callable[[Sequence[str] | None], None], argv: Seq
     """
     _received_signals.clear()
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
-    exit_with_parent()
+    exit_with_dvc()
     try:
         body(argv)
     except StageError as error:

@@ -32,10 +32,10 @@ EPOCHS = 9  # one digit: the stage pads epoch numbers to the width of the total
 class Repro:
     """`dvc repro` in its own process group (as a terminal or CI runs it), its output read live."""
 
-    def __init__(self, project: Path, *args: str) -> None:
+    def __init__(self, project: Path, *args: str, shell: str | None = None) -> None:
         self.process = subprocess.Popen(
             [str(VENV_BIN / "dvc"), "repro", *args],
-            cwd=project, env=tool_env(), text=True, start_new_session=True,
+            cwd=project, env=tool_env() | ({"SHELL": shell} if shell else {}), text=True, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
@@ -133,12 +133,14 @@ def test_interrupted_training_resumes_and_does_each_epoch_exactly_once(
     assert (prepared / "dvc.lock").read_text() == uninterrupted_lock
 
 
-def test_killing_only_dvc_also_stops_training(prepared: Path) -> None:
-    run = Repro(prepared, "train")
+@pytest.mark.parametrize("shell", ["/bin/bash", "/bin/sh"])  # DVC runs `$SHELL -c`: bash execs the stage, dash stays
+def test_killing_only_dvc_also_stops_training(prepared: Path, shell: str) -> None:
+    run = Repro(prepared, "train", shell=shell)
     run.wait_for(f"epoch 1/{EPOCHS}")
     os.kill(run.process.pid, signal.SIGKILL)
     run.finish(timeout=30)
     assert_training_stops(prepared)
+    assert not (prepared / "models/model.keras").exists(), "training ran to its end instead of stopping"
 
 
 def test_a_damaged_resume_state_means_a_logged_restart_from_epoch_one(prepared: Path, uninterrupted_lock: str) -> None:

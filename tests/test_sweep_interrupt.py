@@ -43,7 +43,8 @@ def test_ctrl_c_stops_the_running_point_publishes_nothing_of_it_and_exits_130(tm
     project = sweep_project(tmp_path / "sweep")
     driver = subprocess.Popen(
         [sys.executable, "-m", "fmnist.sweep", "run", *GRID, "--workers", "1"],
-        cwd=project, env=tool_env() | {"HOME": str(tmp_path / "home")}, start_new_session=True,  # as a terminal's job
+        cwd=project, env=tool_env() | {"HOME": str(tmp_path / "home"), "SHELL": "/bin/sh"},  # dash: see fmnist.runner
+        start_new_session=True,  # as a terminal's job
         stdout=subprocess.PIPE, stderr=(tmp_path / "stderr").open("w"), text=True,
     )  # fmt: skip
     lines: list[str] = []

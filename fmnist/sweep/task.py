@@ -116,7 +116,7 @@ def command(args: Sequence[str], cwd: Path, cancellable: bool = True, env: Mappi
     """Run a command; its combined output, or PointError. `setpriv` ends it if this worker dies.
 
     While it runs, the point's `cancelled` (see `run_point`) is asked every CANCEL_POLL_SECONDS; once it says yes,
-    the command gets SIGTERM (the stages end on it, and `dvc` dying ends its stage: `fmnist.runner.exit_with_parent`),
+    the command gets SIGTERM (the stages end on it, and `dvc` dying ends its stage: `fmnist.runner.exit_with_dvc`),
     SIGKILL after CANCEL_GRACE_SECONDS, and PointCancelled is raised. A cancelled point starts no command; a command
     that is not `cancellable` runs to its end."""
     cancelled = _cancelled.get() if cancellable else never
