@@ -1,7 +1,7 @@
 """Sweep throughput: `fmnist.sweep run` on a Dask LocalCluster against the same points run one after another and
 against DVC's queue, and the per-point overhead of the distributed path (clone, pull, publish).
 
-Run from the repository root (about 5 minutes with the defaults on a 2-core machine):
+Run from the repository root (about 6 minutes with the defaults on a 2-core machine):
 
     .venv/bin/python -m bench.sweep_scaling [--epochs 2] [--workdir DIR]
 
@@ -12,7 +12,8 @@ SWEEP_RATES dropout rates, each measurement with new seeds so that nothing is re
 1. `dvc exp run -S …` one after another in the project (no clone, no publishing);
 2. the same queued, `dvc queue start -j 2` (bench.benchmark's sweep);
 3. `fmnist.sweep run` on a LocalCluster of 1 worker: the distributed path one point after another;
-4. `fmnist.sweep run` on a LocalCluster of 2 workers.
+4. `fmnist.sweep run` on a LocalCluster of 2 workers (TLS, as `fmnist-sweep run` starts it);
+5. the same 2 workers on plain TCP, to show what TLS costs.
 
 It prints wall seconds, throughput relative to (1), the median seconds per point of each phase of (3) and (4)
 (clone, `dvc exp run --pull`, publish) as the tasks timed them, the CPU and the load average at start and end.
@@ -35,6 +36,8 @@ from fmnist.cpuinfo import describe_host, describe_kernels
 
 VENV_BIN = Path(sys.executable).parent
 TARGET_SPEEDUP = 1.7
+TARGET_TLS_COST = 0.05  # at most 5% of the 2-worker throughput
+PLAIN_TCP = "the same 2 workers on plain TCP (no TLS)"
 
 
 def load() -> str:
@@ -56,20 +59,24 @@ def setup(root: Path, epochs: int) -> Path:
     return project
 
 
-def dask_sweep(project: Path, workers: int, seed: int) -> tuple[float, dict[str, list[float]]]:
-    """Wall seconds of `fmnist.sweep run` on a LocalCluster, and each phase's seconds of every point."""
+def dask_sweep(project: Path, workers: int, seed: int, tls: bool = True) -> tuple[float, dict[str, list[float]]]:
+    """Wall seconds of `fmnist.sweep run` on a LocalCluster (on plain TCP unless `tls`), and each phase's seconds of
+    every point."""
+    from distributed import Client
+
     from fmnist.sweep import driver as sweep_run
 
     parser = argparse.ArgumentParser()
     sweep_run.add_arguments(parser)
     rates = ",".join(str(rate) for rate in SWEEP_RATES)
     args = parser.parse_args(["-S", f"train.dropout={rates}", "-S", f"train.seed={seed}", "--workers", str(workers)])
+    plain = {} if tls else {"protocol": "tcp://", "security": None}
     started = time.perf_counter()
     previous = Path.cwd()
     os.chdir(project)
     try:
         jobs = sweep_run.prepare_jobs(args)
-        with sweep_run.connect(args) as client:
+        with sweep_run.local_cluster(workers, **plain) as cluster, Client(cluster, security=cluster.security) as client:
             results = sweep_run.run_sweep(client, jobs, say=log)
     finally:
         os.chdir(previous)
@@ -105,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"{points} points with fmnist.sweep run, LocalCluster of {workers}")
             label = f"`fmnist.sweep run --workers {workers}` (LocalCluster)"
             walls[label], phases[workers] = dask_sweep(project, workers, seed)
+        log(f"{points} points with fmnist.sweep run, LocalCluster of 2 on plain TCP")
+        walls[PLAIN_TCP], phases["2, plain TCP"] = dask_sweep(project, 2, 1400, tls=False)
     print(f"end: {load()}")
     print(f"\n{points} points, {args.epochs} epochs each; throughput relative to `dvc exp run` one after another\n")
     baseline = next(iter(walls.values()))
@@ -125,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, speedup in (("`dvc exp run` one after another", baseline / two), ("1 worker", one / two)):
         verdict = "met" if speedup >= TARGET_SPEEDUP else "NOT met"
         print(f"2 workers vs {label}: {speedup:.2f}× (target {TARGET_SPEEDUP}×: {verdict})")
+    cost = 1 - walls[PLAIN_TCP] / two  # the share of plain TCP's throughput that TLS gives up
+    verdict = "met" if cost <= TARGET_TLS_COST else "NOT met"
+    print(f"TLS costs {cost:.1%} of the 2-worker throughput (target at most {TARGET_TLS_COST:.0%}: {verdict})")
     return 0
 
 

@@ -175,7 +175,7 @@ def test_a_2x2_grid_lands_in_exp_show_of_a_teammate_and_a_resubmit_trains_nothin
     teammate = sweep.project.parent / "teammate"
     git(sweep.project.parent, "clone", "-q", str(sweep.origin), teammate.name)
     dvc(teammate, "remote", "add", "--local", "--default", "team", str(sweep.storage))
-    dvc(teammate, "exp", "pull", "origin", *names)
+    git(teammate, "fetch", "-q", "origin", "+refs/exps/*:refs/exps/*")  # docs/sweeps.md's recipe, as written
     shown = dvc(teammate, "exp", "show", "--csv", "--keep", "^(Experiment|train.dropout|train.seed|.*accuracy)$",
                 "--drop", ".*").stdout  # fmt: skip
     rows = {row["Experiment"]: row for row in csv.DictReader(shown.splitlines()) if row["Experiment"]}
@@ -185,6 +185,12 @@ def test_a_2x2_grid_lands_in_exp_show_of_a_teammate_and_a_resubmit_trains_nothin
         point = dict(item.split("=") for item in table[name][:2])
         assert (row["train.dropout"], row["train.seed"]) == (point["train.dropout"], point["train.seed"])
         assert round(float(row["validation.accuracy"]), 4) == float(table[name][3])
+    picked = names[0]
+    dvc(teammate, "exp", "pull", "origin", picked)  # its outputs from the DVC remote: without them apply fails
+    dvc(teammate, "exp", "apply", picked)
+    point = dict(item.split("=") for item in table[picked][:2])
+    assert yaml.safe_load((teammate / "params.yaml").read_text())["train"]["seed"] == int(point["train.seed"])
+    assert "Data and pipelines are up to date." in dvc(teammate, "status").stdout  # the point's outputs, checked out
 
     set_param(teammate, "train.dropout", "0.3")
     set_param(teammate, "train.seed", "2")

@@ -278,33 +278,40 @@ def sigint_ignored_by_new_processes() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def local_cluster_options(workers: int) -> dict[str, object]:
+    """`LocalCluster`'s arguments for `local_cluster`: loopback, TLS with temporary certificates, no dashboard."""
+    from distributed.security import Security
+
+    return {
+        "n_workers": workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": LOOPBACK,
+        "protocol": "tls://",
+        "security": Security.temporary(),
+        "dashboard_address": None,
+        "worker_dashboard_address": None,
+        "scheduler_kwargs": {"dashboard": False, "dashboard_address": f"{LOOPBACK}:0"},
+    }
+
+
 @contextmanager
-def local_cluster(workers: int) -> Iterator[LocalCluster]:
+def local_cluster(workers: int, **overrides: object) -> Iterator[LocalCluster]:
     """Single-threaded worker processes on this machine, closed to everyone else and to this host's other users.
 
     Scheduler, nannies and workers listen on 127.0.0.1 only, and speak TLS with certificates made for this cluster
     (`Security.temporary`, kept in memory): a Dask client may run any code on a worker, so no one without them may
     connect. No dashboard: each server's HTTP listener (Dask always starts one) is on a random loopback port and
-    serves no route, not even the worker list.
+    serves no route, not even the worker list. `overrides` replace `local_cluster_options` (bench.sweep_scaling
+    measures what TLS costs against plain TCP).
     """
     import dask
     from distributed import LocalCluster
-    from distributed.security import Security
 
     no_routes = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
     with dask.config.set(no_routes):
         with sigint_ignored_by_new_processes():
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host=LOOPBACK,
-                protocol="tls://",
-                security=Security.temporary(),
-                dashboard_address=None,
-                worker_dashboard_address=None,
-                scheduler_kwargs={"dashboard": False, "dashboard_address": f"{LOOPBACK}:0"},
-            )
+            cluster = LocalCluster(**(local_cluster_options(workers) | overrides))
         with cluster:
             yield cluster
 
