@@ -168,6 +168,16 @@ def tiny_prepared_template(tmp_path_factory: pytest.TempPathFactory, tiny_templa
     return prepare(copy_project(tiny_template, tmp_path_factory.mktemp("tiny-prepared") / "project"))
 
 
+@pytest.fixture(scope="session")
+def tiny_evaluated_template(tmp_path_factory: pytest.TempPathFactory, tiny_template: Path) -> Path:
+    """Made once per session: `tiny_template` after a whole `dvc repro`, results committed. Copy it, never change it."""
+    project = copy_project(tiny_template, tmp_path_factory.mktemp("tiny-evaluated") / "project")
+    dvc(project, "repro")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "results")
+    return project
+
+
 @pytest.fixture
 def tiny_project(tmp_path: Path, tiny_template: Path) -> Path:
     """A fresh project (git, nothing run) whose pipeline runs on a tiny dataset in seconds."""
@@ -178,6 +188,12 @@ def tiny_project(tmp_path: Path, tiny_template: Path) -> Path:
 def tiny_prepared(tmp_path: Path, tiny_prepared_template: Path) -> Path:
     """A project on the tiny dataset with fetch and prepare done and committed (a copy of the session's)."""
     return copy_project(tiny_prepared_template, tmp_path / "project")
+
+
+@pytest.fixture
+def tiny_evaluated(tmp_path: Path, tiny_evaluated_template: Path) -> Path:
+    """A project on the tiny dataset with the whole pipeline run and committed (a copy of the session's)."""
+    return copy_project(tiny_evaluated_template, tmp_path / "project")
 
 
 # A session fixture of tests/test_sharing.py and tests/test_dvc_canaries.py; imported last: sharing imports conftest.

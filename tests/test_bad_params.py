@@ -1,5 +1,5 @@
 """A bad params value leaves the workspace as it was: the check_params stage stops `dvc repro` before DVC deletes
-any other stage's outputs (issue 19). Real `dvc` on the tiny dataset (conftest.tiny_project)."""
+any other stage's outputs (issue 19). Real `dvc` on the tiny dataset (conftest.project)."""
 
 from __future__ import annotations
 
@@ -62,42 +62,40 @@ CHECK_ERROR = "check_params: error: params.yaml: "
     ],
     ids=["out-of-range", "not-a-number", "key-deleted"],
 )
-def test_a_bad_value_stops_repro_before_any_output_is_deleted(tiny_project: Path, change, message: str) -> None:
-    dvc(tiny_project, "repro")
-    git(tiny_project, "add", "-A")
-    git(tiny_project, "commit", "-qm", "results")
-    change(tiny_project)
-    before = workspace(tiny_project)
+def test_a_bad_value_stops_repro_before_any_output_is_deleted(tiny_evaluated: Path, change, message: str) -> None:
+    project = tiny_evaluated  # results committed
+    change(project)
+    before = workspace(project)
     assert before["git status"] == " M params.yaml\n"
 
-    failed = dvc(tiny_project, "repro", check=False)
+    failed = dvc(project, "repro", check=False)
     assert failed.returncode != 0
-    assert workspace(tiny_project) == before
+    assert workspace(project) == before
     assert message in failed.stderr.splitlines(), failed.stderr
     assert "Running stage 'train'" not in failed.stdout
 
-    git(tiny_project, "checkout", "params.yaml")  # fixed: nothing to train, the check itself comes from the run-cache
-    repro = dvc(tiny_project, "repro").stdout
+    git(project, "checkout", "params.yaml")  # fixed: nothing to train, the check itself comes from the run-cache
+    repro = dvc(project, "repro").stdout
     assert "Running stage" not in repro, repro
-    assert git(tiny_project, "status", "--porcelain") == ""
+    assert git(project, "status", "--porcelain") == ""
 
 
-def test_a_bad_fetch_or_prepare_value_stops_repro_at_the_check(tiny_project: Path) -> None:
+def test_a_bad_fetch_or_prepare_value_stops_repro_at_the_check(tiny_evaluated: Path) -> None:
     """fetch runs after the check by its place in dvc.yaml, prepare by its dep on the check's output."""
-    dvc(tiny_project, "repro")
-    data = data_files(tiny_project)
+    project = tiny_evaluated
+    data = data_files(project)
     for key, value in (("prepare.val_size", "-5"), ("prepare.seed", "seven")):
-        set_param(tiny_project, key, value)
-        failed = dvc(tiny_project, "repro", check=False)
+        set_param(project, key, value)
+        failed = dvc(project, "repro", check=False)
         assert failed.returncode != 0
         assert "Running stage 'fetch'" not in failed.stdout and "Running stage 'prepare'" not in failed.stdout
         errors = [line for line in failed.stderr.splitlines() if line.startswith(CHECK_ERROR)]
         assert len(errors) == 1 and f"'{key}'" in errors[0] and value in errors[0], failed.stderr
-        git(tiny_project, "checkout", "params.yaml")
-    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+        git(project, "checkout", "params.yaml")
+    params = yaml.safe_load((project / "params.yaml").read_text())
     params["fetch"]["sources"] = "/not/a/list"
-    (tiny_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    failed = dvc(tiny_project, "repro", check=False)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = dvc(project, "repro", check=False)
     assert failed.returncode != 0 and "Running stage 'fetch'" not in failed.stdout
     assert f"{CHECK_ERROR}'fetch.sources' must be a list, got '/not/a/list'" in failed.stderr.splitlines()
-    assert data_files(tiny_project) == data
+    assert data_files(project) == data

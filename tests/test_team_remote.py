@@ -1,38 +1,28 @@
-"""A team remote holding run records whose outputs are missing (issue 19): `fmnist.dvc_gaps.share` pulls every
+"""A team remote holding run records whose outputs are missing: `fmnist.dvc_gaps.share` pulls every
 complete record, names the others in one line and leaves the workspace complete; its push never uploads a record
 without its outputs; `fmnist.dvc_gaps.check_cache --remote` finds and removes such records.
 
-Real `dvc` and the project's tools on the tiny dataset (conftest.tiny_project); the remote is the committed default,
-a directory beside the project (`../../fashion-mnist-dvc-storage` from `.dvc/`), shared by the clones beside it.
+Real `dvc` and the project's tools on the tiny dataset; the remote is the committed default, a directory beside the
+project (`../../fashion-mnist-dvc-storage` from `.dvc/`), shared by the clones beside it. The module's templates
+train each rate once; every test works on its own copy of a template and of its remote.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
-from conftest import dvc, git, run, set_param
+from conftest import copy_project, dvc, git, run, set_param
+from sharing import MODEL, REMOTE_DIR, UP_TO_DATE, md5, object_path, outputs
 
-REMOTE_DIR = "fashion-mnist-dvc-storage"
-MODEL = "models/model.keras"
-UP_TO_DATE = "Data and pipelines are up to date."
-OUTPUT_DIRS = ("data", "models", "reports")
 POISONED = (
     "share: skipped 2 run records whose outputs are on no remote ('storage' lacks them): "
     "train (train.dropout=0.4), evaluate (models/model.keras of train.dropout=0.4)"
 )
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def object_path(cache_or_remote: Path, digest: str) -> Path:
-    return cache_or_remote / "files/md5" / digest[:2] / digest[2:]
 
 
 def tool(clone: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,33 +35,36 @@ def clone_beside(project: Path, name: str) -> Path:
     return project.parent / name
 
 
-def outputs(clone: Path) -> dict[str, str]:
-    files = (path for name in OUTPUT_DIRS for path in (clone / name).rglob("*") if path.is_file())
-    return {str(path.relative_to(clone)): md5(path) for path in files}
-
-
 def remote_records(remote: Path) -> list[dict]:
     return [yaml.safe_load(path.read_text()) for path in sorted((remote / "runs").glob("??/*/*"))]
 
 
-def trained_04_then_committed_02(project: Path) -> str:
-    """Train dropout 0.4 (never committed), then 0.2, and commit 0.2; returns the 0.4 model's md5."""
+def copy_with_remote(template: Path, root: Path) -> Path:
+    """A copy of a template project and of its default remote, the directory beside it."""
+    project = copy_project(template, root / "project")
+    if (template.parent / REMOTE_DIR).exists():
+        shutil.copytree(template.parent / REMOTE_DIR, root / REMOTE_DIR)
+    return project
+
+
+@pytest.fixture(scope="module")
+def two_rates(tmp_path_factory: pytest.TempPathFactory, tiny_evaluated_template: Path) -> tuple[Path, str]:
+    """The tiny project's results at 0.2 after training 0.4 too (never committed); the 0.4 model's md5."""
+    project = copy_with_remote(tiny_evaluated_template, tmp_path_factory.mktemp("two-rates"))
     set_param(project, "train.dropout", "0.4")
     dvc(project, "repro")
     model_04 = md5(project / MODEL)
     set_param(project, "train.dropout", "0.2")
-    dvc(project, "repro")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "results at dropout 0.2")
-    return model_04
+    dvc(project, "repro")  # the committed results again, from the run-cache
+    assert git(project, "status", "--porcelain") == ""
+    return project, model_04
 
 
-def poisoned_by_a_teammate(project: Path) -> None:
-    """Commit and share the project's results at dropout 0.2; then a teammate's clone trains 0.4 (never committed),
-    goes back to 0.2 and runs a plain `dvc push --run-cache`: the 0.4 records go up, their outputs do not."""
-    dvc(project, "repro")
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "results at dropout 0.2")
+@pytest.fixture(scope="module")
+def poisoned(tmp_path_factory: pytest.TempPathFactory, tiny_evaluated_template: Path) -> Path:
+    """The tiny project's results at 0.2 shared with `fmnist-share push`; then a teammate's clone trains 0.4 (never
+    committed), goes back to 0.2 and runs a plain `dvc push --run-cache`: the 0.4 records go up, their outputs not."""
+    project = copy_with_remote(tiny_evaluated_template, tmp_path_factory.mktemp("poisoned"))
     pushed = tool(project, "share", "push")
     assert pushed.returncode == 0, pushed.stderr
     teammate = clone_beside(project, "teammate")
@@ -82,6 +75,7 @@ def poisoned_by_a_teammate(project: Path) -> None:
     dvc(teammate, "checkout")
     assert dvc(teammate, "status").stdout.strip() == UP_TO_DATE
     dvc(teammate, "push", "--run-cache")
+    return project
 
 
 def skipped_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -96,32 +90,36 @@ def assert_pulled_complete(clone: Path, origin: Path) -> None:
     assert git(clone, "status", "--porcelain") == ""
 
 
-def test_pull_survives_records_a_teammates_plain_push_run_cache_left_without_outputs(tiny_project: Path) -> None:
-    poisoned_by_a_teammate(tiny_project)
+def test_pull_survives_records_a_teammates_plain_push_run_cache_left_without_outputs(
+    poisoned: Path, tmp_path: Path
+) -> None:
+    project = copy_with_remote(poisoned, tmp_path)
 
-    fresh = clone_beside(tiny_project, "fresh")
+    fresh = clone_beside(project, "fresh")
     pulled = tool(fresh, "share", "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == [POISONED]
-    assert_pulled_complete(fresh, tiny_project)
+    assert_pulled_complete(fresh, project)
     # The skipped records were not kept: DVC would try to restore from them, and a plain push would pass them on.
     local = list((fresh / ".dvc/cache/runs").glob("??/*/*"))
-    assert len(local) == len(remote_records(tiny_project.parent / REMOTE_DIR)) - 2
+    assert len(local) == len(remote_records(project.parent / REMOTE_DIR)) - 2
 
     set_param(fresh, "train.dropout", "0.4")  # the rate whose record was skipped trains, as without a record
     assert "Running stage 'train'" in dvc(fresh, "repro").stdout
 
 
-def test_pull_after_the_authors_own_plain_push_run_cache_restores_the_current_run(tiny_project: Path) -> None:
+def test_pull_after_the_authors_own_plain_push_run_cache_restores_the_current_run(
+    two_rates: tuple[Path, str], tmp_path: Path
+) -> None:
     """A plain push uploads no `cache: false` metrics: pull takes the current run's from the workspace (git)."""
-    trained_04_then_committed_02(tiny_project)
-    dvc(tiny_project, "push", "--run-cache")
+    project = copy_with_remote(two_rates[0], tmp_path)
+    dvc(project, "push", "--run-cache")
 
-    fresh = clone_beside(tiny_project, "fresh")
+    fresh = clone_beside(project, "fresh")
     pulled = tool(fresh, "share", "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == [POISONED]
-    assert_pulled_complete(fresh, tiny_project)
+    assert_pulled_complete(fresh, project)
     # The current run is restorable from its record: once its outputs are gone (as a failed run leaves them), DVC
     # restores them instead of training, which needs the metrics object in the cache too.
     shutil.rmtree(fresh / "reports/training/plots")
@@ -132,57 +130,60 @@ def test_pull_after_the_authors_own_plain_push_run_cache_restores_the_current_ru
     assert git(fresh, "status", "--porcelain") == ""
 
 
-def test_pull_survives_a_record_whose_outputs_were_deleted_from_the_remote(tiny_project: Path) -> None:
-    model_04 = trained_04_then_committed_02(tiny_project)
-    pushed = tool(tiny_project, "share", "push")
+def test_pull_survives_a_record_whose_outputs_were_deleted_from_the_remote(
+    two_rates: tuple[Path, str], tmp_path: Path
+) -> None:
+    project, model_04 = copy_with_remote(two_rates[0], tmp_path), two_rates[1]
+    pushed = tool(project, "share", "push")
     assert pushed.returncode == 0, pushed.stderr
-    remote = tiny_project.parent / REMOTE_DIR
+    remote = project.parent / REMOTE_DIR
     object_path(remote, model_04).unlink()
 
-    fresh = clone_beside(tiny_project, "fresh")
+    fresh = clone_beside(project, "fresh")
     pulled = tool(fresh, "share", "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == [
         "share: skipped 1 run record whose outputs are on no remote ('storage' lacks them): train (train.dropout=0.4)"
     ]
-    assert_pulled_complete(fresh, tiny_project)
+    assert_pulled_complete(fresh, project)
 
 
-def test_pull_fails_only_when_the_workspace_outputs_are_missing(tiny_project: Path) -> None:
-    dvc(tiny_project, "repro")
-    git(tiny_project, "add", "-A")
-    git(tiny_project, "commit", "-qm", "results")
-    assert tool(tiny_project, "share", "push").returncode == 0
-    object_path(tiny_project.parent / REMOTE_DIR, md5(tiny_project / MODEL)).unlink()
+def test_pull_fails_only_when_the_workspace_outputs_are_missing(tiny_evaluated_template: Path, tmp_path: Path) -> None:
+    project = copy_with_remote(tiny_evaluated_template, tmp_path)
+    assert tool(project, "share", "push").returncode == 0
+    object_path(project.parent / REMOTE_DIR, md5(project / MODEL)).unlink()
 
-    pulled = tool(clone_beside(tiny_project, "fresh"), "share", "pull")
+    pulled = tool(clone_beside(project, "fresh"), "share", "pull")
     assert pulled.returncode != 0
     assert MODEL in pulled.stderr
 
 
-def test_push_uploads_no_run_record_without_its_outputs(tiny_project: Path) -> None:
-    set_param(tiny_project, "train.dropout", "0.3")
-    dvc(tiny_project, "repro")
-    model_03 = md5(tiny_project / MODEL)
-    model_04 = trained_04_then_committed_02(tiny_project)
-    object_path(tiny_project / ".dvc/cache", model_03).unlink()  # as `dvc gc` would: the 0.3 record is incomplete
+def test_push_uploads_no_run_record_without_its_outputs(two_rates: tuple[Path, str], tmp_path: Path) -> None:
+    project, model_04 = copy_with_remote(two_rates[0], tmp_path), two_rates[1]
+    set_param(project, "train.dropout", "0.3")
+    dvc(project, "repro")
+    model_03 = md5(project / MODEL)
+    set_param(project, "train.dropout", "0.2")
+    assert "Running stage" not in dvc(project, "repro").stdout  # restored from the run-cache
+    assert git(project, "status", "--porcelain") == ""
+    object_path(project / ".dvc/cache", model_03).unlink()  # as `dvc gc` would: the 0.3 record is incomplete
 
-    pushed = tool(tiny_project, "share", "push")
+    pushed = tool(project, "share", "push")
     assert pushed.returncode == 0, pushed.stderr
     assert "skipped 1 run record whose outputs are not in the local cache" in pushed.stdout
-    remote = tiny_project.parent / REMOTE_DIR
+    remote = project.parent / REMOTE_DIR
     records = remote_records(remote)
-    local = list((tiny_project / ".dvc/cache/runs").glob("??/*/*"))
+    local = list((project / ".dvc/cache/runs").glob("??/*/*"))
     assert len(records) == len(local) - 1
     assert not any(out["md5"] == model_03 for record in records for out in record["outs"])
     for record in records:  # every object of every record is on the remote
         for out in record["outs"]:
             assert object_path(remote, out["md5"]).is_file(), (record["cmd"], out)
-    checked = tool(tiny_project, "check_cache", "--remote")  # the files of every directory too
+    checked = tool(project, "check_cache", "--remote")  # the files of every directory too
     assert checked.returncode == 0, checked.stderr
 
     # The 0.4 run, never committed, comes to a teammate whole: restored, not trained.
-    fresh = clone_beside(tiny_project, "fresh")
+    fresh = clone_beside(project, "fresh")
     pulled = tool(fresh, "share", "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == []
@@ -192,12 +193,12 @@ def test_push_uploads_no_run_record_without_its_outputs(tiny_project: Path) -> N
     assert md5(fresh / MODEL) == model_04
 
 
-def test_check_cache_finds_and_removes_records_whose_outputs_the_remote_lacks(tiny_project: Path) -> None:
-    poisoned_by_a_teammate(tiny_project)
-    remote = tiny_project.parent / REMOTE_DIR
+def test_check_cache_finds_and_removes_records_whose_outputs_the_remote_lacks(poisoned: Path, tmp_path: Path) -> None:
+    project = copy_with_remote(poisoned, tmp_path)
+    remote = project.parent / REMOTE_DIR
     total = len(remote_records(remote))
 
-    found = tool(tiny_project, "check_cache", "--remote")
+    found = tool(project, "check_cache", "--remote")
     assert found.returncode == 1
     listed = [line for line in found.stdout.splitlines() if line.startswith("incomplete run record")]
     assert [line.split(": ")[0] for line in listed] == ["incomplete run record"] * 2
@@ -209,10 +210,10 @@ def test_check_cache_finds_and_removes_records_whose_outputs_the_remote_lacks(ti
         f"check_cache: 2 of {total} run records on remote 'storage' lack outputs (run with --remove to delete them)"
     )
 
-    removed = tool(tiny_project, "check_cache", "--remote", "storage", "--remove")
+    removed = tool(project, "check_cache", "--remote", "storage", "--remove")
     assert removed.returncode == 0, removed.stderr
     assert len(remote_records(remote)) == total - 2
-    again = tool(tiny_project, "check_cache", "--remote")
+    again = tool(project, "check_cache", "--remote")
     assert again.returncode == 0
     left = total - 2
     assert (
@@ -220,6 +221,6 @@ def test_check_cache_finds_and_removes_records_whose_outputs_the_remote_lacks(ti
         == f"check_cache: all {left} run records on remote 'storage' have their outputs there"
     )
 
-    pulled = tool(clone_beside(tiny_project, "fresh"), "share", "pull")
+    pulled = tool(clone_beside(project, "fresh"), "share", "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == []
