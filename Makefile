@@ -30,8 +30,10 @@ $(PLOTS_PAGE): fmnist/offline_plots.py fmnist/plots_page/package-lock.json | $(V
 pipeline: setup
 	dvc repro
 
-# Two pytest workers (the machine's two cores); a test file stays on one worker, as its module fixtures expect.
-PYTEST := python -m pytest -n 2 --dist loadfile
+# Three pytest workers on the developers' two cores: the tests wait on servers, sockets and polls often enough that a
+# third keeps both cores busy. Each module is one xdist group (tests/conftest.py), so it stays on one worker, as its
+# module fixtures expect.
+PYTEST := python -m pytest -n 3 --dist loadgroup
 
 test: setup
 	$(PYTEST)

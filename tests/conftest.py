@@ -196,5 +196,17 @@ def tiny_evaluated(tmp_path: Path, tiny_evaluated_template: Path) -> Path:
     return copy_project(tiny_evaluated_template, tmp_path / "project")
 
 
+# Modules that use the same costly session fixture run on the same pytest-xdist worker, so it is built once.
+SAME_WORKER = {"test_dvc_canaries": "test_sharing", "test_bad_params": "test_team_remote"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each module is one xdist group (`make test` runs `--dist loadgroup`): its module fixtures are built once."""
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(module, module)))
+
+
 # A session fixture of tests/test_sharing.py and tests/test_dvc_canaries.py; imported last: sharing imports conftest.
 from sharing import origin  # noqa: E402, F401, I001

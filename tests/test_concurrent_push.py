@@ -22,6 +22,7 @@ from s3server import BUCKET, S3Server, running_moto, verified_contents
 from sshd import SSHServer, requires_sshd, running_sshd
 from test_sharing_s3 import aws_env  # noqa: F401 - the module fixture that keeps the developer's AWS setup out
 
+pytestmark = pytest.mark.slow  # three rounds of two pushers on three remotes
 MODEL = "models/model.keras"
 REMOTE = "team"
 RATES = {"a": ("0.1", "0.5"), "b": ("0.3", "0.7")}  # each clone's first and second round
@@ -141,7 +142,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory, aws_env: None) -> Iterator[S3Se
         yield server
 
 
-@pytest.mark.slow  # 43 s to 95 s: moto, a Python server, under concurrent uploads on a loaded host
 def test_two_pushers_at_once_to_an_s3_remote(trained: Trained, tmp_path: Path, s3: S3Server) -> None:
     options = {"endpointurl": s3.endpoint, "access_key_id": s3.key_id, "secret_access_key": s3.secret}
     url = f"s3://{BUCKET}/concurrent"

@@ -134,7 +134,7 @@ class Templates:
     prepared: Path  # prepare run, train.epochs 1, committed
     trained: Path  # and train run, committed
     evaluated: Path  # and evaluate run, committed: its dvc.lock is an uninterrupted 1-epoch run's
-    locks: dict[int, str]  # train.epochs: dvc.lock of an uninterrupted run
+    locks: dict[int, str]  # train.epochs: dvc.lock of an uninterrupted run (`uninterrupted_lock`)
 
 
 def run_and_commit(template: Path, directory: Path, *stages: str) -> Path:
@@ -154,11 +154,17 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
     prepared = run_and_commit(prepared, root / "prepared-1", "prepare")
     trained = run_and_commit(prepared, root / "trained", "train")
     evaluated = run_and_commit(trained, root / "evaluated", "evaluate")
-    two_epochs = copy_project(prepared, root / "two-epochs")
-    set_param(two_epochs, "train.epochs", "2")
-    dvc(two_epochs, "repro", "train")
-    locks = {1: (evaluated / "dvc.lock").read_text(), 2: (two_epochs / "dvc.lock").read_text()}
-    return Templates(raw, prepared, trained, evaluated, locks)
+    return Templates(raw, prepared, trained, evaluated, {1: (evaluated / "dvc.lock").read_text()})
+
+
+def uninterrupted_lock(templates: Templates, epochs: int) -> str:
+    """dvc.lock of an uninterrupted run of `epochs` epochs; run once per module when a test first asks for it."""
+    if epochs not in templates.locks:
+        project = copy_project(templates.prepared, templates.raw.parent / f"{epochs}-epochs")
+        set_param(project, "train.epochs", str(epochs))
+        dvc(project, "repro", "train")
+        templates.locks[epochs] = (project / "dvc.lock").read_text()
+    return templates.locks[epochs]
 
 
 @pytest.fixture
@@ -190,6 +196,7 @@ def test_fetch_reports_a_full_disk(disk: Path, tmp_path: Path) -> None:
     assert temporaries(project) == []
 
 
+@pytest.mark.slow  # the default tier fills the disk under train and share
 def test_prepare_reports_a_full_disk_and_runs_once_space_is_freed(
     disk: Path, project: Path, templates: Templates
 ) -> None:
@@ -205,12 +212,15 @@ def test_prepare_reports_a_full_disk_and_runs_once_space_is_freed(
 
     free(disk)
     dvc(project, "repro", "prepare")
-    assert_same_bytes_as_an_uninterrupted_run(project, templates.locks[1], "prepare")
+    assert_same_bytes_as_an_uninterrupted_run(project, uninterrupted_lock(templates, 1), "prepare")
 
 
 @pytest.mark.parametrize(
     ("epochs", "what"),
-    [(2, r"the resume state to \.resume/train/[0-9a-f]{16}"), (1, "the model to models/model\\.keras")],
+    [
+        pytest.param(2, r"the resume state to \.resume/train/[0-9a-f]{16}", marks=pytest.mark.slow),
+        (1, "the model to models/model\\.keras"),
+    ],
     ids=["resume-state", "model"],
 )
 def test_train_reports_a_full_disk_and_resumes_from_its_last_saved_epoch(
@@ -237,9 +247,10 @@ def test_train_reports_a_full_disk_and_resumes_from_its_last_saved_epoch(
     resumed = dvc(project, "repro", "train").stdout
     assert f"train: resuming after epoch 1/{epochs}" in resumed
     assert re.findall(r"^epoch (\d+)/", resumed, flags=re.M) == [str(epoch) for epoch in range(2, epochs + 1)]
-    assert_same_bytes_as_an_uninterrupted_run(project, templates.locks[epochs], "train")
+    assert_same_bytes_as_an_uninterrupted_run(project, uninterrupted_lock(templates, epochs), "train")
 
 
+@pytest.mark.slow  # the default tier fills the disk under train and share
 def test_evaluate_reports_a_full_disk_and_runs_once_space_is_freed(disk: Path, templates: Templates) -> None:
     project = copy_project(templates.trained, disk / "project")
     lock = (project / "dvc.lock").read_text()
@@ -254,9 +265,10 @@ def test_evaluate_reports_a_full_disk_and_runs_once_space_is_freed(disk: Path, t
 
     free(disk)
     dvc(project, "repro", "evaluate")
-    assert_same_bytes_as_an_uninterrupted_run(project, templates.locks[1], "evaluate")
+    assert_same_bytes_as_an_uninterrupted_run(project, uninterrupted_lock(templates, 1), "evaluate")
 
 
+@pytest.mark.slow  # the default tier fills the disk under train and share
 @pytest.mark.dvc_behaviour  # pins what DVC does on a full disk, which check_cache works around
 def test_a_full_disk_while_dvc_caches_an_output_is_repaired_by_the_next_repro(
     disk: Path, project: Path, templates: Templates
@@ -280,7 +292,7 @@ def test_a_full_disk_while_dvc_caches_an_output_is_repaired_by_the_next_repro(
     assert "Running stage 'prepare'" in dvc(project, "repro").stdout
     assert dvc(project, "status").stdout.strip() == "Data and pipelines are up to date."
     assert check_cache(project).returncode == 0
-    assert_same_bytes_as_an_uninterrupted_run(project, templates.locks[1], "prepare", "train", "evaluate")
+    assert_same_bytes_as_an_uninterrupted_run(project, uninterrupted_lock(templates, 1), "prepare", "train", "evaluate")
 
 
 def assert_one_line_transfer_failure(result: subprocess.CompletedProcess[str], destination: Path) -> None:
@@ -324,6 +336,7 @@ def test_share_push_and_pull_on_a_full_disk_are_one_line_leave_no_partial_file_a
         assert (clone / name).read_bytes() == (project / name).read_bytes()
 
 
+@pytest.mark.slow  # the default tier fills the disk under train and share
 def test_a_full_disk_while_training_writes_its_curves_is_one_line_and_the_next_run_resumes(
     small_disk: Callable[[str], Path], tmp_path: Path, templates: Templates
 ) -> None:
@@ -345,7 +358,6 @@ def test_a_full_disk_while_training_writes_its_curves_is_one_line_and_the_next_r
     assert "train: resuming after epoch 1/2" in resumed.stdout and "epoch 2/2" in resumed.stdout
     assert not (project / ".resume/train").exists() or not any((project / ".resume/train").iterdir())
     # The same model as an uninterrupted 2-epoch run's
-    (model,) = (
-        out for out in locked_stages(templates.locks[2])["train"]["outs"] if out["path"] == "models/model.keras"
-    )
+    outs = locked_stages(uninterrupted_lock(templates, 2))["train"]["outs"]
+    (model,) = (out for out in outs if out["path"] == "models/model.keras")
     assert hashlib.md5((project / "models/model.keras").read_bytes()).hexdigest() == model["md5"]

@@ -129,6 +129,7 @@ def few_epochs(tiny_project: Path) -> Path:
     return tiny_project
 
 
+@pytest.mark.slow  # a queued sweep and three rendered pages
 def test_experiments_sweep_report_and_rendered_plots(few_epochs: Path) -> None:
     project = few_epochs
     dvc(project, "exp", "run", "-S", "train.dropout=0.3")

@@ -26,6 +26,7 @@ from conftest import VENV_BIN, copy_project, dvc, git, run, set_param, tool_env
 
 from fmnist.dvc_gaps.check_cache import cache_objects, corrupted_objects
 
+SLOW_VARIANT = pytest.mark.slow  # the default tier runs one case of each scenario
 EPOCHS = 9  # one digit: the stage pads epoch numbers to the width of the total
 
 
@@ -106,7 +107,11 @@ def uninterrupted_lock(prepared_template: Path, tmp_path_factory: pytest.TempPat
     return (project / "dvc.lock").read_text()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "signum",
+    [pytest.param(signal.SIGKILL, marks=SLOW_VARIANT), signal.SIGINT, pytest.param(signal.SIGTERM, marks=SLOW_VARIANT)],
+    ids=lambda s: s.name,
+)
 def test_interrupted_training_resumes_and_does_each_epoch_exactly_once(
     prepared: Path, uninterrupted_lock: str, signum: int
 ) -> None:
@@ -133,7 +138,7 @@ def test_interrupted_training_resumes_and_does_each_epoch_exactly_once(
     assert (prepared / "dvc.lock").read_text() == uninterrupted_lock
 
 
-@pytest.mark.parametrize("shell", ["/bin/bash", "/bin/sh"])  # DVC runs `$SHELL -c`: bash execs the stage, dash stays
+@pytest.mark.parametrize("shell", [pytest.param("/bin/bash", marks=SLOW_VARIANT), "/bin/sh"])  # DVC runs `$SHELL -c`
 def test_killing_only_dvc_also_stops_training(prepared: Path, shell: str) -> None:
     run = Repro(prepared, "train", shell=shell)
     run.wait_for(f"epoch 1/{EPOCHS}")
@@ -158,6 +163,7 @@ def test_a_damaged_resume_state_means_a_logged_restart_from_epoch_one(prepared: 
     assert (prepared / "dvc.lock").read_text() == uninterrupted_lock  # the restart's model bytes are a clean run's
 
 
+@pytest.mark.slow  # DVC's own lock; the default tier covers one interrupted run
 def test_a_second_repro_fails_fast_while_the_first_completes(prepared: Path) -> None:
     first = Repro(prepared)
     first.wait_for(f"epoch 1/{EPOCHS}")
@@ -169,6 +175,7 @@ def test_a_second_repro_fails_fast_while_the_first_completes(prepared: Path) -> 
     assert dvc(prepared, "status").stdout.strip() == "Data and pipelines are up to date."
 
 
+@pytest.mark.slow  # DVC's own bookkeeping after a failed stage
 def test_a_failing_evaluate_keeps_upstream_stages_recorded(prepared: Path) -> None:
     evaluate = prepared / "stages/evaluate.py"
     original = evaluate.read_text()
@@ -258,6 +265,7 @@ def test_a_corrupted_remote_object_fails_the_pull_instead_of_reaching_the_worksp
     assert_cache_intact(prepared)
 
 
+@pytest.mark.slow  # tests/test_bad_params.py covers a wrong-typed value in the default tier
 def test_a_wrong_typed_param_fails_before_training_and_the_model_is_recoverable(prepared: Path) -> None:
     set_param(prepared, "train.epochs", "1")
     set_param(prepared, "train.batch_size", "16")

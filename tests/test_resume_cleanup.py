@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import dvc, run, set_param
 
 from fmnist.resume_cleanup import KEEP_STATES, MAX_STATE_AGE_DAYS, clean_states
@@ -38,6 +39,7 @@ def leave_a_state_behind(project: Path, scratch: Path) -> Path:
     return state
 
 
+@pytest.mark.slow  # an interrupted run, then three repros
 def test_the_state_of_a_run_restored_from_the_run_cache_is_removed_by_the_next_check(
     tiny_project: Path, tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ from s3server import BUCKET, PREFIX, S3Server, TCPProxy, object_md5s, running_mo
 from sharing import trained_at_two_rates
 from sshd import free_port
 
+pytestmark = pytest.mark.slow  # moto, a Python S3 server: the default tier shares through a directory and SSH
 MODEL = "models/model.keras"
 REMOTE = "team"
 URL = f"s3://{BUCKET}/{PREFIX}"
@@ -317,7 +318,6 @@ def test_server_gone_mid_push_then_back_the_second_push_sends_the_rest_and_every
     assert again.stdout.splitlines()[-1].startswith(f"share: pushed {new} new objects to '{REMOTE}' ")
 
 
-@pytest.mark.slow
 def test_two_dask_sweeps_at_once_publish_to_the_s3_remote(s3: S3Server, tmp_path: Path) -> None:
     """Two `fmnist-sweep run` at the same moment on a real scheduler and two workers: each point's outputs and run
     records go to S3 (the keys reach the workers in the remote's settings, into their clones' .dvc/config.local),

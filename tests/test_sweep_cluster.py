@@ -1,11 +1,13 @@
 """Several hosts over TLS, as docs/cluster.md tells them: `fmnist-sweep certs`, a `dask scheduler` and two
 `dask worker`s, each started from its own git clone of the project (cwd the clone, no PYTHONPATH, the venv's
-`dask`), a 2-point sweep on the tiny dataset submitted with the client certificate; hosts without the
-certificate refused; every socket those processes listen on is on 127.0.0.1.
+`dask`), a 2-point sweep on the tiny dataset submitted with the client certificate, resubmitted (nothing trains)
+and taken into a teammate's workspace; hosts without the certificate refused; every socket those processes listen
+on is on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -21,6 +23,7 @@ import psutil
 import pytest
 from conftest import VENV_BIN, dvc, git, run, tool_env
 
+from fmnist.dvc_gaps.check_cache import corrupted_objects
 from fmnist.runner import exit_with_parent
 from fmnist.sweep import clusters
 
@@ -182,12 +185,29 @@ def test_two_worker_hosts_over_tls_publish_a_sweep_and_hosts_without_the_certifi
         assert git(team.origin, "for-each-ref", "refs/exps/") == ""
 
         swept, _ = sweep(team, *GRID, *where, "--tls-dir", str(cluster.certs))
-    assert swept.returncode == 0, swept.stdout + swept.stderr
-    lines = finished(swept.stdout)
-    assert len(lines) == 2 and {line.split(" on ")[-1].split("@")[0] for line in lines} <= {"host-b", "host-c"}, lines
-    assert all(" trained on host-" in line for line in lines), lines
-    assert len(git(team.origin, "for-each-ref", "refs/exps/").splitlines()) == 2
-    assert "sweep: 2 of 2 points done" in swept.stdout
+        assert swept.returncode == 0, swept.stdout + swept.stderr
+        lines = finished(swept.stdout)
+        hosts = {line.split(" on ")[-1].split("@")[0] for line in lines}
+        assert len(lines) == 2 and hosts <= {"host-b", "host-c"}, lines
+        assert all(" trained on host-" in line for line in lines), lines
+        assert len(git(team.origin, "for-each-ref", "refs/exps/").splitlines()) == 2
+        assert "sweep: 2 of 2 points done" in swept.stdout
+        assert corrupted_objects(team.storage) == []  # two hosts pushed into it
+
+        again, _ = sweep(team, *GRID, *where, "--tls-dir", str(cluster.certs))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert [" published before " in line for line in finished(again.stdout)] == [True, True], again.stdout
+    names = [line.split()[-1] for line in swept.stdout.splitlines() if line.startswith("train.epochs=")]
+
+    # A teammate lists the points and takes one into the workspace, as docs/sweeps.md says.
+    teammate = clone_host(team, tmp_path, "teammate")
+    dvc(teammate, "remote", "add", "--local", "--default", "team", str(team.storage))
+    git(teammate, "fetch", "-q", "origin", "+refs/exps/*:refs/exps/*")
+    shown = dvc(teammate, "exp", "show", "--csv", "--keep", "^(Experiment|train.epochs)$", "--drop", ".*").stdout
+    assert sorted(row["Experiment"] for row in csv.DictReader(shown.splitlines()) if row["Experiment"]) == sorted(names)
+    dvc(teammate, "exp", "pull", "origin", names[0])  # its outputs from the DVC remote: without them apply fails
+    dvc(teammate, "exp", "apply", names[0])
+    assert "Data and pipelines are up to date." in dvc(teammate, "status").stdout
 
 
 def test_an_unencrypted_scheduler_off_loopback_is_refused_unless_insecure(tiny_project: Path) -> None:

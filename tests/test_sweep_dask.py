@@ -160,6 +160,7 @@ def finished(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith(("done ", "FAILED "))]
 
 
+@pytest.mark.slow  # tests/test_sweep_cluster.py runs a sweep on worker hosts, its resubmit and a teammate's view
 def test_a_2x2_grid_lands_in_exp_show_of_a_teammate_and_a_resubmit_trains_nothing(
     sweep: Sweep, cluster: Cluster
 ) -> None:
@@ -203,6 +204,7 @@ def test_a_2x2_grid_lands_in_exp_show_of_a_teammate_and_a_resubmit_trains_nothin
     assert len(exp_refs(sweep.origin)) == 4
 
 
+@pytest.mark.slow  # the default tier runs whole sweeps (tests/test_sweep_cluster.py, test_sweep_interrupt.py)
 def test_a_failing_point_reports_the_stage_error_and_the_others_finish(sweep: Sweep, cluster: Cluster) -> None:
     grid = ["-S", f"fetch.sources=[/nowhere],[{data_directory(sweep.project)}]", "-S", "train.seed=3"]
     swept = submit(sweep, cluster, *grid)
@@ -217,6 +219,7 @@ def test_a_failing_point_reports_the_stage_error_and_the_others_finish(sweep: Sw
     assert not any("nowhere" in ref for ref in exp_refs(sweep.origin))
 
 
+@pytest.mark.slow  # the default tier runs whole sweeps (tests/test_sweep_cluster.py, test_sweep_interrupt.py)
 def test_a_worker_killed_mid_training_has_its_point_rerun_and_published_once(sweep: Sweep) -> None:
     grid = ["-S", "train.dropout=0.5", "-S", "train.seed=1,2", "-S", "train.epochs=2"]
     with dask_cluster(sweep.project.parent / "cluster-kill") as running:

@@ -38,7 +38,7 @@ def listening_addresses(process: psutil.Process) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("whom", ["process group", "driver only"])
+@pytest.mark.parametrize("whom", [pytest.param("process group", marks=pytest.mark.slow), "driver only"])
 def test_ctrl_c_stops_the_running_point_publishes_nothing_of_it_and_exits_130(tmp_path: Path, whom: str) -> None:
     project = sweep_project(tmp_path / "sweep")
     driver = subprocess.Popen(

@@ -7,11 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import dvc, git, run
 
 REPORT_FILES = ("dropout.csv", "choice.json", "sweep.svg")
 
 
+@pytest.mark.slow  # a whole sweep and its report
 def test_a_report_leaves_the_committed_one_alone_unless_published(tiny_project: Path) -> None:
     committed = {name: (tiny_project / "reports/sweep" / name).read_bytes() for name in REPORT_FILES}
     for rate in ("0.0", "0.2"):

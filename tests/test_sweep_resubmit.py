@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import git, run
 from tiny_sweeps import sweep_project
 
@@ -14,6 +15,7 @@ def exp_refs(origin: Path) -> list[str]:
     return git(origin, "for-each-ref", "--format=%(refname)", "refs/exps/").split()
 
 
+@pytest.mark.slow  # the default tier's 2x2 sweep resubmits too
 def test_a_point_published_under_its_earlier_name_is_not_run_again(tmp_path: Path) -> None:
     project, origin = sweep_project(tmp_path / "sweep"), tmp_path / "sweep/origin.git"
     command = [sys.executable, "-m", "fmnist.sweep", "run", "-S", "train.seed=1", "-S", "train.dropout=0.1",

@@ -44,6 +44,7 @@ def test_each_stage_run_through_dvc_reports_its_outcome(
     assert record["message"].startswith("fetch: error: cannot fetch train-images-idx3-ubyte: tried /nowhere")
 
 
+@pytest.mark.slow  # three sweeps of one point
 def test_a_point_says_trained_restored_or_the_failing_stages_own_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

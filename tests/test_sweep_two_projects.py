@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import tool_env
 from tiny_sweeps import sweep_project
@@ -29,6 +30,7 @@ def run_records(storage: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # two whole sweeps
 def test_two_projects_sweeps_share_no_cache_and_no_run_records(tmp_path: Path) -> None:
     first, second = sweep_project(tmp_path / "first", 40), sweep_project(tmp_path / "second", 60)
     home = tmp_path / "home"

@@ -108,6 +108,7 @@ def test_pull_survives_records_a_teammates_plain_push_run_cache_left_without_out
     assert "Running stage 'train'" in dvc(fresh, "repro").stdout
 
 
+@pytest.mark.slow  # the default tier pulls a poisoned remote
 def test_pull_after_the_authors_own_plain_push_run_cache_restores_the_current_run(
     two_rates: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_pull_after_the_authors_own_plain_push_run_cache_restores_the_current_ru
     assert git(fresh, "status", "--porcelain") == ""
 
 
+@pytest.mark.slow  # the default tier pulls a poisoned remote
 def test_pull_survives_a_record_whose_outputs_were_deleted_from_the_remote(
     two_rates: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -148,6 +150,7 @@ def test_pull_survives_a_record_whose_outputs_were_deleted_from_the_remote(
     assert_pulled_complete(fresh, project)
 
 
+@pytest.mark.slow  # the default tier pulls a poisoned remote
 def test_pull_fails_only_when_the_workspace_outputs_are_missing(tiny_evaluated_template: Path, tmp_path: Path) -> None:
     project = copy_with_remote(tiny_evaluated_template, tmp_path)
     assert tool(project, "share", "push").returncode == 0
@@ -158,6 +161,7 @@ def test_pull_fails_only_when_the_workspace_outputs_are_missing(tiny_evaluated_t
     assert MODEL in pulled.stderr
 
 
+@pytest.mark.slow  # the default tier pulls a poisoned remote
 def test_push_uploads_no_run_record_without_its_outputs(two_rates: tuple[Path, str], tmp_path: Path) -> None:
     project, model_04 = copy_with_remote(two_rates[0], tmp_path), two_rates[1]
     set_param(project, "train.dropout", "0.3")
