@@ -100,6 +100,7 @@ def assert_readable_sweep(chart: str, series: set[str]) -> None:
         assert right - left > 3 * (len(left_text) + len(right_text)), ticks  # 10px digits: under 6px wide
 
 
+@pytest.mark.slow  # two pages rendered in Chromium
 def test_plots_page_uses_the_cdn_until_the_offline_page_is_built(tiny_project: Path) -> None:
     """No built page: DVC's own (CDN) page, which draws nothing offline; once built, the default page draws offline."""
     project = tiny_project
