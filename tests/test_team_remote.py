@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import copy_project, dvc, git, run, set_param
-from sharing import MODEL, REMOTE_DIR, UP_TO_DATE, md5, object_path, outputs
+from sharing import MODEL, REMOTE_DIR, UP_TO_DATE, md5, object_path, outputs, share
 
 POISONED = (
     "share: skipped 2 run records whose outputs are on no remote ('storage' lacks them): "
@@ -25,9 +25,9 @@ POISONED = (
 )
 
 
-def tool(clone: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m fmnist.dvc_gaps.<module> ...` from the clone's root, as the README says."""
-    return run([sys.executable, "-m", f"fmnist.dvc_gaps.{module}", *args], cwd=clone, check=False)
+def check_cache(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m fmnist.dvc_gaps.check_cache ...` from the clone's root, as the docs say."""
+    return run([sys.executable, "-m", "fmnist.dvc_gaps.check_cache", *args], cwd=clone, check=False)
 
 
 def clone_beside(project: Path, name: str) -> Path:
@@ -65,7 +65,7 @@ def poisoned(tmp_path_factory: pytest.TempPathFactory, tiny_evaluated_template: 
     """The tiny project's results at 0.2 shared with `fmnist-share push`; then a teammate's clone trains 0.4 (never
     committed), goes back to 0.2 and runs a plain `dvc push --run-cache`: the 0.4 records go up, their outputs not."""
     project = copy_with_remote(tiny_evaluated_template, tmp_path_factory.mktemp("poisoned"))
-    pushed = tool(project, "share", "push")
+    pushed = share(project, "push")
     assert pushed.returncode == 0, pushed.stderr
     teammate = clone_beside(project, "teammate")
     dvc(teammate, "pull")
@@ -96,7 +96,7 @@ def test_pull_survives_records_a_teammates_plain_push_run_cache_left_without_out
     project = copy_with_remote(poisoned, tmp_path)
 
     fresh = clone_beside(project, "fresh")
-    pulled = tool(fresh, "share", "pull")
+    pulled = share(fresh, "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == [POISONED]
     assert_pulled_complete(fresh, project)
@@ -117,7 +117,7 @@ def test_pull_after_the_authors_own_plain_push_run_cache_restores_the_current_ru
     dvc(project, "push", "--run-cache")
 
     fresh = clone_beside(project, "fresh")
-    pulled = tool(fresh, "share", "pull")
+    pulled = share(fresh, "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == [POISONED]
     assert_pulled_complete(fresh, project)
@@ -136,13 +136,13 @@ def test_pull_survives_a_record_whose_outputs_were_deleted_from_the_remote(
     two_rates: tuple[Path, str], tmp_path: Path
 ) -> None:
     project, model_04 = copy_with_remote(two_rates[0], tmp_path), two_rates[1]
-    pushed = tool(project, "share", "push")
+    pushed = share(project, "push")
     assert pushed.returncode == 0, pushed.stderr
     remote = project.parent / REMOTE_DIR
     object_path(remote, model_04).unlink()
 
     fresh = clone_beside(project, "fresh")
-    pulled = tool(fresh, "share", "pull")
+    pulled = share(fresh, "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == [
         "share: skipped 1 run record whose outputs are on no remote ('storage' lacks them): train (train.dropout=0.4)"
@@ -153,10 +153,10 @@ def test_pull_survives_a_record_whose_outputs_were_deleted_from_the_remote(
 @pytest.mark.slow  # the default tier pulls a poisoned remote
 def test_pull_fails_only_when_the_workspace_outputs_are_missing(tiny_evaluated_template: Path, tmp_path: Path) -> None:
     project = copy_with_remote(tiny_evaluated_template, tmp_path)
-    assert tool(project, "share", "push").returncode == 0
+    assert share(project, "push").returncode == 0
     object_path(project.parent / REMOTE_DIR, md5(project / MODEL)).unlink()
 
-    pulled = tool(clone_beside(project, "fresh"), "share", "pull")
+    pulled = share(clone_beside(project, "fresh"), "pull")
     assert pulled.returncode != 0
     assert MODEL in pulled.stderr
 
@@ -172,7 +172,7 @@ def test_push_uploads_no_run_record_without_its_outputs(two_rates: tuple[Path, s
     assert git(project, "status", "--porcelain") == ""
     object_path(project / ".dvc/cache", model_03).unlink()  # as `dvc gc` would: the 0.3 record is incomplete
 
-    pushed = tool(project, "share", "push")
+    pushed = share(project, "push")
     assert pushed.returncode == 0, pushed.stderr
     assert "skipped 1 run record whose outputs are not in the local cache" in pushed.stdout
     remote = project.parent / REMOTE_DIR
@@ -183,12 +183,12 @@ def test_push_uploads_no_run_record_without_its_outputs(two_rates: tuple[Path, s
     for record in records:  # every object of every record is on the remote
         for out in record["outs"]:
             assert object_path(remote, out["md5"]).is_file(), (record["cmd"], out)
-    checked = tool(project, "check_cache", "--remote")  # the files of every directory too
+    checked = check_cache(project, "--remote")  # the files of every directory too
     assert checked.returncode == 0, checked.stderr
 
     # The 0.4 run, never committed, comes to a teammate whole: restored, not trained.
     fresh = clone_beside(project, "fresh")
-    pulled = tool(fresh, "share", "pull")
+    pulled = share(fresh, "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == []
     set_param(fresh, "train.dropout", "0.4")
@@ -202,7 +202,7 @@ def test_check_cache_finds_and_removes_records_whose_outputs_the_remote_lacks(po
     remote = project.parent / REMOTE_DIR
     total = len(remote_records(remote))
 
-    found = tool(project, "check_cache", "--remote")
+    found = check_cache(project, "--remote")
     assert found.returncode == 1
     listed = [line for line in found.stdout.splitlines() if line.startswith("incomplete run record")]
     assert [line.split(": ")[0] for line in listed] == ["incomplete run record"] * 2
@@ -214,10 +214,10 @@ def test_check_cache_finds_and_removes_records_whose_outputs_the_remote_lacks(po
         f"check_cache: 2 of {total} run records on remote 'storage' lack outputs (run with --remove to delete them)"
     )
 
-    removed = tool(project, "check_cache", "--remote", "storage", "--remove")
+    removed = check_cache(project, "--remote", "storage", "--remove")
     assert removed.returncode == 0, removed.stderr
     assert len(remote_records(remote)) == total - 2
-    again = tool(project, "check_cache", "--remote")
+    again = check_cache(project, "--remote")
     assert again.returncode == 0
     left = total - 2
     assert (
@@ -225,6 +225,6 @@ def test_check_cache_finds_and_removes_records_whose_outputs_the_remote_lacks(po
         == f"check_cache: all {left} run records on remote 'storage' have their outputs there"
     )
 
-    pulled = tool(clone_beside(project, "fresh"), "share", "pull")
+    pulled = share(clone_beside(project, "fresh"), "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == []
