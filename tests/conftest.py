@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 
@@ -32,6 +33,20 @@ def tool_env() -> dict[str, str]:
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
     }  # fmt: skip
+
+
+def command_line(process: psutil.Process) -> str:
+    """A process's command line, or "" once it has exited (gone, or a zombie not yet reaped): the trees the tests
+    watch change while they read them."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def runs_under(process: psutil.Process, needle: str) -> bool:
+    """Whether a live descendant of `process` has `needle` in its command line."""
+    return any(needle in command_line(child) for child in process.children(recursive=True))
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -132,9 +132,11 @@ def listening(process: subprocess.Popen[bytes]) -> list[tuple[str, str, int]]:
     parent = psutil.Process(process.pid)
     found = []
     for proc in [parent, *parent.children(recursive=True)]:
-        for connection in proc.net_connections(kind="inet"):
-            if connection.status == psutil.CONN_LISTEN:
-                found.append((" ".join(proc.cmdline()[1:3]), connection.laddr.ip, connection.laddr.port))
+        try:
+            connections, command = proc.net_connections(kind="inet"), " ".join(proc.cmdline()[1:3])
+        except psutil.Error:  # it exited while we looked: it listens on nothing
+            continue
+        found += [(command, c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
     return found
 
 

@@ -21,7 +21,18 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import VENV_BIN, copy_project, dvc, git, make_project, requires_debian_data, run, set_param, tool_env
+from conftest import (
+    VENV_BIN,
+    copy_project,
+    dvc,
+    git,
+    make_project,
+    requires_debian_data,
+    run,
+    runs_under,
+    set_param,
+    tool_env,
+)
 from sshd import SSHServer, requires_sshd, running_sshd
 
 from fmnist.dvc_gaps.check_cache import cache_objects, corrupted_objects
@@ -229,7 +240,7 @@ def test_a_worker_killed_mid_training_has_its_point_rerun_and_published_once(swe
         )  # fmt: skip
         victim = psutil.Process(running.workers["w1"].pid)
         deadline = time.monotonic() + 300
-        while not any("stages.train" in " ".join(child.cmdline()) for child in victim.children(recursive=True)):
+        while not runs_under(victim, "stages.train"):
             assert driver.poll() is None, f"the sweep ended before w1 started training:\n{driver.communicate()[0]}"
             assert time.monotonic() < deadline, "w1 never started training"
             time.sleep(0.2)
@@ -280,11 +291,6 @@ def ssh_sweep(root: Path, monkeypatch: pytest.MonkeyPatch, push_data: bool = Tru
 @requires_debian_data
 @requires_sshd
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: after the truncated object is deleted, `fmnist-share push` does not upload it again, and the "
-    "point fails with 'the remote still lacks outputs of 1 run record' (it publishes nothing broken)",
-)
 def test_git_and_dvc_remotes_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both remotes on a real sshd: workers clone over SSH, pull the prepared data and publish over SFTP."""
     with ssh_sweep(tmp_path, monkeypatch) as (server, sweep):
@@ -309,7 +315,7 @@ def pushing_worker(cluster: Cluster) -> psutil.Process | None:
     """The worker one of whose processes is uploading (`fmnist.dvc_gaps.share push`), if any."""
     for process in cluster.workers.values():
         worker = psutil.Process(process.pid)
-        if any("fmnist.dvc_gaps.share" in " ".join(child.cmdline()) for child in worker.children(recursive=True)):
+        if runs_under(worker, "fmnist.dvc_gaps.share"):
             return worker
     return None
 

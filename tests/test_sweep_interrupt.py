@@ -14,19 +14,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import git, tool_env
+from conftest import command_line, git, tool_env
 from tiny_sweeps import sweep_project
 
 GRID = ["-S", "train.epochs=2,5000", "-S", "train.seed=1"]
 INTERRUPTED = "sweep: interrupted: 1 points published, 1 cancelled; run the same command again to continue"
 POINT_PROCESSES = ("dvc exp run", "stages.train")
-
-
-def command_line(process: psutil.Process) -> str:
-    try:
-        return " ".join(process.cmdline())
-    except psutil.Error:
-        return ""
 
 
 def listening_addresses(process: psutil.Process) -> set[str]:

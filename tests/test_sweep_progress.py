@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import VENV_BIN, tool_env
+from conftest import VENV_BIN, runs_under, tool_env
 from tiny_sweeps import sweep_project
 
 from fmnist.runner import exit_with_parent
@@ -51,8 +51,7 @@ def test_a_point_whose_worker_died_counts_as_waiting_not_running(tmp_path: Path)
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True).start()
         victim = psutil.Process(worker.pid)
-        wait_for(lambda: any("stages.train" in " ".join(child.cmdline()) for child in victim.children(recursive=True)),
-                 "the worker never started training")  # fmt: skip
+        wait_for(lambda: runs_under(victim, "stages.train"), "the worker never started training")
         wait_for(lambda: "progress: 0 done, 1 running, 0 failed, 0 waiting\n" in lines, "".join(lines), 30)
         os.killpg(worker.pid, signal.SIGKILL)  # the machine is gone: the worker and everything it started
         worker.wait()

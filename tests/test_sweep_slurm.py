@@ -49,12 +49,15 @@ def listening(project: Path, driver: subprocess.Popen[str]) -> set[tuple[str, in
     found = set()
     for root in roots:
         try:
-            for process in [root, *root.children(recursive=True)]:
-                for connection in process.net_connections(kind="inet"):
-                    if connection.status == psutil.CONN_LISTEN:
-                        found.add((connection.laddr.ip, connection.laddr.port))
-        except psutil.NoSuchProcess:
-            pass
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:  # the job ended while we looked
+            continue
+        for process in tree:
+            try:
+                connections = process.net_connections(kind="inet")
+            except psutil.Error:
+                continue
+            found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
     return found
 
 
