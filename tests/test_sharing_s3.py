@@ -10,6 +10,7 @@ for the author, the AWS environment variables for the teammate.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -171,31 +172,48 @@ def test_no_key_is_in_git(origin: Origin) -> None:
     assert git(origin.repo, "check-ignore", ".dvc/config.local").strip() == ".dvc/config.local"
 
 
-def test_check_cache_remote_finds_an_object_whose_bytes_do_not_match_its_name(origin: Origin) -> None:
+def test_check_cache_remote_finds_an_object_whose_bytes_do_not_match_its_name_and_removes_it(origin: Origin) -> None:
     client = origin.s3.client()
-    good = hashlib.md5(b"good").hexdigest()
-    bad = hashlib.md5(b"bad").hexdigest()
+    good, bad = hashlib.md5(b"good").hexdigest(), hashlib.md5(b"bad").hexdigest()
+    listing = json.dumps([{"md5": bad, "relpath": "bad"}]).encode()  # a directory holding the bad object
+    directory = hashlib.md5(listing).hexdigest()
     client.put_object(Bucket=BUCKET, Key=f"rotten/files/md5/{good[:2]}/{good[2:]}", Body=b"good")
     client.put_object(Bucket=BUCKET, Key=f"rotten/files/md5/{bad[:2]}/{bad[2:]}", Body=b"bad, then bit rot")
+    client.put_object(Bucket=BUCKET, Key=f"rotten/files/md5/{directory[:2]}/{directory[2:]}.dir", Body=listing)
     dvc(origin.repo, "remote", "add", "--local", "rotten", f"s3://{BUCKET}/rotten")
     dvc(origin.repo, "remote", "modify", "--local", "rotten", "endpointurl", origin.s3.endpoint)
-    unreadable = run(
-        [sys.executable, "-m", "fmnist.dvc_gaps.check_cache", "--remote", "rotten"], cwd=origin.repo, check=False
-    )
+
+    def check_cache(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "fmnist.dvc_gaps.check_cache", "--remote", "rotten", *args]
+        return run(command, cwd=origin.repo, check=False)
+
+    unreadable = check_cache()
     assert unreadable.returncode == 1
     assert unreadable.stderr.strip() == (  # no keys for it yet
         f"check_cache: cannot read remote 'rotten' (s3://{BUCKET}/rotten): Unable to locate credentials"
     )
     dvc(origin.repo, "remote", "modify", "--local", "rotten", "access_key_id", origin.s3.key_id)
     dvc(origin.repo, "remote", "modify", "--local", "rotten", "secret_access_key", origin.s3.secret)
-    checked = run(
-        [sys.executable, "-m", "fmnist.dvc_gaps.check_cache", "--remote", "rotten"], cwd=origin.repo, check=False
-    )
+    checked = check_cache()
     assert checked.returncode == 1
+    found = (
+        f"check_cache: 1 of 3 objects on remote 'rotten' (s3://{BUCKET}/rotten) corrupted, "
+        "1 incomplete directory listing"
+    )
     assert checked.stderr.splitlines() == [
         f"corrupted: {BUCKET}/rotten/files/md5/{bad[:2]}/{bad[2:]}",
-        f"check_cache: 1 of 2 objects on remote 'rotten' (s3://{BUCKET}/rotten) corrupted",
+        f"incomplete directory listing: {BUCKET}/rotten/files/md5/{directory[:2]}/{directory[2:]}.dir",
+        f"{found} (run with --remove to delete them)",
     ]
+
+    removed = check_cache("--remove")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stderr.splitlines()[-1] == (
+        f"{found}: removed; 'fmnist-share push' from a clone that has them uploads them again"
+    )
+    left = client.list_objects_v2(Bucket=BUCKET, Prefix="rotten/")["Contents"]
+    assert [entry["Key"] for entry in left] == [f"rotten/files/md5/{good[:2]}/{good[2:]}"]
+    assert check_cache().returncode == 0
 
 
 # Bad storage: every case is one line on stderr, exit 1, and neither the remote nor the clone changes.

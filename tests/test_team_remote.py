@@ -78,6 +78,12 @@ def poisoned(tmp_path_factory: pytest.TempPathFactory, tiny_evaluated_template: 
     return project
 
 
+def dvc_lock_md5(project: Path, stage: str, path: str) -> str:
+    """The md5 dvc.lock records for output `path` of `stage` (`….dir` for a directory)."""
+    outs = yaml.safe_load((project / "dvc.lock").read_text())["stages"][stage]["outs"]
+    return next(out["md5"] for out in outs if out["path"] == path)
+
+
 def skipped_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stderr.splitlines() if "skipped" in line]
 
@@ -228,3 +234,42 @@ def test_check_cache_finds_and_removes_records_whose_outputs_the_remote_lacks(po
     pulled = share(clone_beside(project, "fresh"), "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert skipped_lines(pulled) == []
+
+
+def test_a_truncated_object_on_the_remote_is_found_removed_and_pushed_again(
+    two_rates: tuple[Path, str], tmp_path: Path
+) -> None:
+    """What a push killed midway over SFTP leaves (treeverse/dvc #10498), here on the directory remote. DVC's push
+    takes the object as present (its directory's listing is there); `check_cache --remote --remove` clears the way."""
+    project = copy_with_remote(two_rates[0], tmp_path)
+    assert share(project, "push").returncode == 0
+    remote = project.parent / REMOTE_DIR
+    truncated = object_path(remote, md5(project / "data/prepared/train.npz"))
+    truncated.chmod(0o644)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    listing = object_path(remote, dvc_lock_md5(project, "prepare", "data/prepared"))
+
+    found = check_cache(project, "--remote")
+    assert found.returncode == 1
+    assert found.stderr.splitlines()[:2] == [f"corrupted: {truncated}", f"incomplete directory listing: {listing}"]
+    blocked = share(project, "push")
+    assert blocked.returncode == 1
+    assert blocked.stderr.strip() == (
+        "ERROR: the remote still lacks outputs of 1 run record; no run record pushed "
+        "(run 'fmnist-check-cache --remote' to find damaged objects there)"
+    )
+
+    removed = check_cache(project, "--remote", "--remove")
+    assert removed.returncode == 0, removed.stderr
+    assert not listing.exists()
+    pushed = share(project, "push")
+    assert pushed.returncode == 0, pushed.stderr
+    assert md5(truncated) == md5(project / "data/prepared/train.npz") and listing.is_file()
+    checked = check_cache(project, "--remote")
+    assert checked.returncode == 0, checked.stderr
+
+    fresh = clone_beside(project, "fresh")
+    pulled = share(fresh, "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert skipped_lines(pulled) == []
+    assert_pulled_complete(fresh, project)

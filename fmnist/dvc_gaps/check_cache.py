@@ -14,18 +14,22 @@ instead: it lists each record some of whose outputs the remote lacks (what a pla
 whose outputs were never pushed leaves, or objects deleted from the remote), naming its stage and params, and exits 1
 if there are any; with `--remove` it deletes those records from the remote (exit 0). Such a record is harmless to
 `python -m fmnist.dvc_gaps.share pull`, which skips it, but `dvc pull --run-cache` hands it on and DVC's
-`dvc repro --pull` tries to restore from it. Objects stay: only records are deleted.
+`dvc repro --pull` tries to restore from it.
 It re-hashes every object on that remote first, reading each back through DVC's filesystem (directory, SSH,
 S3...): DVC trusts a remote's objects as it trusts its cache (treeverse/dvc#10498: truncated SSH-remote objects that
-`dvc status -c` does not notice).
+`dvc status -c` does not notice), and lists each directory listing (`.dir` object) that names a file the remote
+lacks: DVC's push takes such a directory as complete and never uploads the file again. With `--remove` it deletes
+the objects that do not match and the incomplete listings; then `python -m fmnist.dvc_gaps.share push` from a clone
+that has them uploads them again.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -64,8 +68,34 @@ def remote_objects(remote_odb) -> Iterator[tuple[str, str]]:  # noqa: ANN001 - D
             yield path, parts[0] + parts[1].removesuffix(".dir")
 
 
-def rehash_remote(name: str | None) -> int:
-    """Re-hash every object on remote `name` (default: core.remote), reading each back through DVC's filesystem."""
+def incomplete_listings(remote_odb, absent: Iterable[str] = ()) -> list[str]:  # noqa: ANN001 - DVC's HashFileDB
+    """The `.dir` listings on a remote that name a file it lacks, counting the objects at `absent` as gone.
+
+    A push takes a directory's files as present while its listing is on the remote (dvc-data's `status` assumes a
+    listed directory complete), so a file gone from under its listing is never uploaded again."""
+    absent = set(absent)
+    objects = dict(remote_objects(remote_odb))
+    present = {oid for path, oid in objects.items() if path not in absent}
+    return [
+        path
+        for path in objects
+        if path.endswith(".dir")
+        and path not in absent
+        and not {entry["md5"] for entry in json.loads(remote_odb.fs.cat_file(path))} <= present
+    ]
+
+
+def remove_remote_objects(remote_odb, paths: Sequence[str]) -> list[str]:  # noqa: ANN001 - DVC's HashFileDB
+    """Delete objects from a remote, first the listings naming them (`incomplete_listings`); the paths deleted."""
+    doomed = [*incomplete_listings(remote_odb, paths), *paths]
+    for path in doomed:
+        remote_odb.fs.rm(path)
+    return doomed
+
+
+def rehash_remote(name: str | None, remove: bool) -> int:
+    """Re-hash every object on remote `name` (default: core.remote), reading each back through DVC's filesystem, and
+    check its directory listings; with `remove`, delete the corrupted objects and the incomplete listings."""
     from dvc.repo import Repo
 
     with Repo() as repo:
@@ -82,17 +112,28 @@ def rehash_remote(name: str | None) -> int:
                 checked += 1
                 if digest.hexdigest() != expected:
                     corrupted.append(path)
+            listings = incomplete_listings(odb, corrupted)
+            if remove:
+                remove_remote_objects(odb, corrupted)
         except Exception as error:  # whatever the remote's filesystem raises: no keys, no bucket, no server
             print(f"check_cache: cannot read remote '{name}' ({url}): {error}", file=sys.stderr)
             return 1
-    for path in corrupted:
-        print(f"corrupted: {path}", file=sys.stderr)
-    if corrupted:
-        print(
-            f"check_cache: {len(corrupted)} of {checked} objects on remote '{name}' ({url}) corrupted", file=sys.stderr
-        )
+    for kind, paths in (("corrupted", corrupted), ("incomplete directory listing", listings)):
+        for path in paths:
+            print(f"{kind}: {path}", file=sys.stderr)
+    if not corrupted and not listings:
+        print(f"check_cache: all {checked} objects on remote '{name}' ({url}) match their hashes")
+        return 0
+    found = f"{len(corrupted)} of {checked} objects on remote '{name}' ({url}) corrupted"
+    if listings:
+        found += f", {len(listings)} incomplete directory listing{'' if len(listings) == 1 else 's'}"
+    if not remove:
+        print(f"check_cache: {found} (run with --remove to delete them)", file=sys.stderr)
         return 1
-    print(f"check_cache: all {checked} objects on remote '{name}' ({url}) match their hashes")
+    print(
+        f"check_cache: {found}: removed; 'fmnist-share push' from a clone that has them uploads them again",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -124,15 +165,15 @@ def check_records(remote: str | None, remove: bool) -> int:
 
 def check_remote(remote: str | None, remove: bool) -> int:
     """The objects of `remote` re-hashed, then its run records checked for their outputs; 1 if anything is wrong."""
-    objects = rehash_remote(remote)
-    if objects and not remove:
+    objects = rehash_remote(remote, remove)
+    if objects:
         return objects
     return max(objects, check_records(remote, remove))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fmnist.dvc_gaps.check_cache", description=__doc__.splitlines()[0])
-    parser.add_argument("--remove", action="store_true", help="delete what is found (objects; records with --remote)")
+    parser.add_argument("--remove", action="store_true", help="delete what is found")
     parser.add_argument(
         "--remote",
         nargs="?",

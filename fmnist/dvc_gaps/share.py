@@ -131,7 +131,10 @@ def push_run_records(repo: Repo, remote: str | None, only: set[str] | None = Non
         destination = remote_store(repo, remote)
         uploaded, unsent = split_complete(complete, [destination])  # checked on the remote itself before each record
         if unsent:
-            raise ShareError(f"the remote still lacks outputs of {counted(len(unsent))}; no run record pushed")
+            raise ShareError(  # DVC took them as present: a damaged object, or the listing of a directory missing one
+                f"the remote still lacks outputs of {counted(len(unsent))}; no run record pushed "
+                "(run 'fmnist-check-cache --remote' to find damaged objects there)"
+            )
         try:
             uploaded = upload_records(local, destination, uploaded)
         except OSError as error:

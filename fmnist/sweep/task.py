@@ -200,34 +200,26 @@ def reported_metrics(metrics_files: Sequence[str]) -> dict[str, float]:
 
 
 def remove_truncated_remote_objects(clone: Path) -> list[str]:
-    """Delete remote objects whose size differs from this host's cached copy, and the directory listings naming
-    them; the paths deleted.
+    """Delete remote objects whose size differs from this host's cached copy (and the listings naming them); the
+    paths deleted.
 
     dvc-ssh uploads a file straight to its final path, so a push killed midway leaves a truncated object that every
     later push skips as present (treeverse/dvc #10498). Objects are named by their hash: the local copy's size is
-    the size it must have. A push also takes a directory's files as present while the directory's `.dir` listing
-    is on the remote (dvc-data's `status` assumes a listed directory complete), so a listing that names a deleted
-    object goes too: the next push uploads both again. Run before the ref is published, so no published point
-    relies on a truncated object.
+    the size it must have. Run before the ref is published, so no published point relies on a truncated object.
     """
     from dvc.repo import Repo
 
-    removed: list[str] = []
+    from fmnist.dvc_gaps.check_cache import remove_remote_objects
+
     with Repo(str(clone)) as repo:
         remote = repo.cloud.get_remote_odb(REMOTE_NAME)
         cache = Path(repo.cache.local.path)
-        paths = list(remote.fs.find(remote.path))
-        for path in paths:
+        truncated = []
+        for path in remote.fs.find(remote.path):
             local = cache.joinpath(*remote.fs.relparts(path, remote.path))
             if local.is_file() and remote.fs.size(path) != local.stat().st_size:
-                remote.fs.rm(path)
-                removed.append(path)
-        hashes = {"".join(remote.fs.relparts(path, remote.path)[-2:]) for path in removed}
-        for path in set(paths) - set(removed):
-            if path.endswith(".dir") and hashes & {entry["md5"] for entry in json.loads(remote.fs.cat_file(path))}:
-                remote.fs.rm(path)
-                removed.append(path)
-    return removed
+                truncated.append(path)
+        return remove_remote_objects(remote, truncated) if truncated else []
 
 
 def clone_at(job: PointJob, scratch: Path) -> Path:
