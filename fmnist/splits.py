@@ -11,6 +11,8 @@ from fmnist.dataset import CLASS_NAMES, Split, normalise
 from fmnist.errors import StageError
 from fmnist.params import require
 
+FASHION_MNIST_TRAIN_IMAGES = 60_000
+
 
 @dataclass(frozen=True)
 class PrepareParams:
@@ -19,8 +21,14 @@ class PrepareParams:
     seed: int
 
     def __post_init__(self) -> None:
-        # The upper bound is the number of training images, checked against the data (`stratified_split`).
-        require(self.val_size >= len(CLASS_NAMES), "prepare.val_size", self.val_size, f"at least {len(CLASS_NAMES)}")
+        # Checked here, before DVC deletes any output: no dataset of this format has more training images than
+        # Fashion-MNIST. A smaller dataset's own size is checked against its data (`stratified_split`).
+        require(
+            len(CLASS_NAMES) <= self.val_size < FASHION_MNIST_TRAIN_IMAGES,
+            "prepare.val_size",
+            self.val_size,
+            f"in [{len(CLASS_NAMES)}, {FASHION_MNIST_TRAIN_IMAGES})",
+        )
         require(self.seed >= 0, "prepare.seed", self.seed, "a non-negative integer")
 
 

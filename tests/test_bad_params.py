@@ -84,7 +84,7 @@ def test_a_bad_fetch_or_prepare_value_stops_repro_at_the_check(tiny_evaluated: P
     """fetch runs after the check by its place in dvc.yaml, prepare by its dep on the check's output."""
     project = tiny_evaluated
     data = data_files(project)
-    for key, value in (("prepare.val_size", "-5"), ("prepare.seed", "seven")):
+    for key, value in (("prepare.val_size", "-5"), ("prepare.val_size", "60000"), ("prepare.seed", "seven")):
         set_param(project, key, value)
         failed = dvc(project, "repro", check=False)
         assert failed.returncode != 0
