@@ -135,3 +135,12 @@ def test_fetch_and_prepare_do_not_import_tensorflow() -> None:
         assert "fmnist/tensorflow_setup.py" not in code_closure(f"stages/{stage}.py")
         source = "\n".join((REPO_ROOT / path).read_text() for path in code_closure(f"stages/{stage}.py"))
         assert "tensorflow" not in source and "keras" not in source
+
+
+def test_the_code_closure_follows_imports_transitively() -> None:
+    """An oracle read by hand from the imports, independent of `fmnist.code`: stages/prepare.py imports seven fmnist
+    modules, which import only each other (atomic -> runner -> errors, splits -> dataset, params ...)."""
+    assert code_closure("stages/prepare.py") == {
+        "stages/prepare.py",
+        *(f"fmnist/{name}.py" for name in ("atomic", "dataset", "errors", "idx", "params", "runner", "splits")),
+    }
