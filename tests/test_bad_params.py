@@ -68,11 +68,12 @@ def test_a_bad_value_stops_repro_before_any_output_is_deleted(tiny_evaluated: Pa
     before = workspace(project)
     assert before["git status"] == " M params.yaml\n"
 
-    failed = dvc(project, "repro", check=False)
-    assert failed.returncode != 0
-    assert workspace(project) == before
-    assert message in failed.stderr.splitlines(), failed.stderr
-    assert "Running stage 'train'" not in failed.stdout
+    for targets in ([], ["train"]):  # `dvc repro train` runs the check only as a dep of train
+        failed = dvc(project, "repro", *targets, check=False)
+        assert failed.returncode != 0
+        assert workspace(project) == before
+        assert message in failed.stderr.splitlines(), failed.stderr
+        assert "Running stage 'train'" not in failed.stdout
 
     git(project, "checkout", "params.yaml")  # fixed: nothing to train, the check itself comes from the run-cache
     repro = dvc(project, "repro").stdout
