@@ -72,10 +72,13 @@ def load_model(path: Path) -> keras.Model:
 
     if not path.is_file():
         raise StageError(f"{path}: missing (run the train stage first: 'dvc repro train')")
-    try:
-        return keras.saving.load_model(path)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise StageError(
-            f"{path}: not a readable .keras model ({reason[:120]}); 'dvc checkout {path}' restores the committed one"
-        ) from None
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there
+        reason = "truncated, or not a .keras zip archive"
+    else:
+        try:
+            return keras.saving.load_model(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+    raise StageError(
+        f"{path}: not a readable .keras model ({reason}); 'dvc checkout {path}' restores the committed one"
+    )

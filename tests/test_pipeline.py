@@ -125,7 +125,10 @@ def test_evaluate_on_a_damaged_model_says_so_in_one_line(
         assert direct.returncode == 1, direct.stdout + direct.stderr
         errors = [line for line in direct.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
         assert len(errors) == 1, direct.stderr
-        assert errors[0].startswith("evaluate: error: models/model.keras: not a readable .keras model")
+        assert errors[0] == (
+            "evaluate: error: models/model.keras: not a readable .keras model (truncated, or not a .keras zip "
+            "archive); 'dvc checkout models/model.keras' restores the committed one"
+        )
         assert (project / "reports/evaluation/metrics.json").read_text() == metrics  # left as it was
     else:
         by_dvc = dvc(project, "repro", "--single-item", "evaluate", check=False)
