@@ -4,8 +4,10 @@ under the order-dependent names of earlier sweeps is recognised by its digest.""
 from __future__ import annotations
 
 import pytest
+import yaml
+from conftest import REPO_ROOT
 
-from fmnist.sweep.grid import GridError, grid_points, published_experiment
+from fmnist.sweep.grid import GridError, grid_points, published_experiment, validate_points
 
 # The committed search's names (reports/sweep/dropout.csv, docs/search.md): keys in the order its `-S` gave them.
 COMMITTED = "sweep-momentum0.9-lr_schedulecosine-hidden_units_512_256_128_-epoc-45769fa9"
@@ -44,3 +46,16 @@ def test_the_digest_is_the_one_the_committed_search_was_published_under() -> Non
 def test_a_value_given_twice_in_two_spellings_is_refused() -> None:
     with pytest.raises(GridError, match=r"'train.dropout=0.1,0.10': gives the value 0.1 more than once"):
         grid_points(["train.dropout=0.1,0.10"])
+
+
+def test_a_whole_number_for_a_float_param_is_that_float() -> None:
+    """YAML reads `0` as an int: without the params' own types, `dropout=0` and `dropout=0.0` were two points."""
+    document = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+    def typed(*overrides: str) -> list[tuple[str, list[str]]]:
+        return [(point.name, point.set_params) for point in validate_points(document, grid_points(list(overrides)))]
+
+    assert typed("train.dropout=0", "train.epochs=2") == typed("train.dropout=0.0", "train.epochs=2")
+    assert typed("train.dropout=0", "train.epochs=2")[0][1] == ["train.dropout=0.0", "train.epochs=2"]  # int stays
+    with pytest.raises(GridError, match=r"^-S train.dropout=0 and -S train.dropout=0.0 are one point$"):
+        typed("train.dropout=0,0.0")

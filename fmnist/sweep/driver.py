@@ -238,8 +238,7 @@ def prepare_jobs(args: argparse.Namespace) -> dict[str, tuple[Point, PointJob]]:
     """Check everything and build one job per point, or raise GridError / SubmitError: nothing is submitted yet."""
     commit = git("rev-parse", "--verify", f"{args.rev}^{{commit}}")
     document = yaml.safe_load(git("show", f"{commit}:params.yaml"))
-    points = grid_points(args.set_param)
-    validate_points(document, points)
+    points = validate_points(document, grid_points(args.set_param))
     git_url = git_remote_url(args.git_remote)
     check_commit_on_remote(args.git_remote, commit)
     remote = dvc_remote_settings(args.dvc_remote)

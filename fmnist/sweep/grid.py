@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import re
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
@@ -170,8 +171,9 @@ def with_overrides(document: Mapping[str, Any], point: Point) -> dict[str, Any]:
     return updated
 
 
-def validate_points(document: Mapping[str, Any], points: Sequence[Point]) -> None:
-    """Parse each point's params with the stages' own dataclasses, so a bad value fails here, not on a worker."""
+def validate_points(document: Mapping[str, Any], points: Sequence[Point]) -> list[Point]:
+    """Parse each point's params with the stages' own dataclasses, so a bad value fails here, not on a worker; the
+    points with each whole number given for a float param spelled as a float (`0` as `0.0`: one value, one name)."""
     from fmnist.params import ParamsError, parse_params
 
     documents = [with_overrides(document, point) for point in points]
@@ -182,6 +184,25 @@ def validate_points(document: Mapping[str, Any], points: Sequence[Point]) -> Non
                 parse_params(params_class, updated, source=f"-S {point.label()}")
             except ParamsError as error:
                 raise GridError(str(error)) from None
+    floats = {
+        f"{params_class.SECTION}.{field}"
+        for params_class in classes
+        for field, hint in typing.get_type_hints(params_class).items()
+        if hint is float
+    }
+    typed = [Point(tuple((key, _as_float(text) if key in floats else text) for key, text in point.overrides))
+             for point in points]  # fmt: skip
+    first: dict[str, Point] = {}
+    for given, point in zip(points, typed, strict=True):
+        if point.name in first:
+            raise GridError(f"-S {first[point.name].label()} and -S {given.label()} are one point")
+        first[point.name] = given
+    return typed
+
+
+def _as_float(text: str) -> str:
+    value = parsed_value(text)
+    return str(float(value)) if isinstance(value, int) and not isinstance(value, bool) else text
 
 
 def stage_params_classes(sections: set[str]) -> list[type]:
