@@ -49,6 +49,22 @@ def runs_under(process: psutil.Process, needle: str) -> bool:
     return any(needle in command_line(child) for child in process.children(recursive=True))
 
 
+def listening_sockets(*roots: psutil.Process) -> list[tuple[str, str, int]]:
+    """(command line, address, port) of every TCP socket that `roots` and their descendants listen on; a process
+    that exits while we look listens on nothing."""
+    tree: dict[int, psutil.Process] = {}
+    for root in roots:
+        try:
+            tree |= {process.pid: process for process in [root, *root.children(recursive=True)]}
+        except psutil.Error:
+            continue
+    return [
+        (command_line(tree[connection.pid]), connection.laddr.ip, connection.laddr.port)
+        for connection in psutil.net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN and connection.pid in tree
+    ]
+
+
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(command, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     if check and result.returncode != 0:

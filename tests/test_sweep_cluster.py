@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import VENV_BIN, dvc, git, run, tool_env
+from conftest import VENV_BIN, dvc, git, listening_sockets, run, tool_env
 
 from fmnist.dvc_gaps.check_cache import corrupted_objects
 from fmnist.runner import exit_with_parent
@@ -127,19 +127,6 @@ def tls_cluster(team: Team, root: Path) -> Iterator[Cluster]:
         stop(processes)
 
 
-def listening(process: subprocess.Popen[bytes]) -> list[tuple[str, str, int]]:
-    """(command, address, port) of every listening TCP socket of the process and its children."""
-    parent = psutil.Process(process.pid)
-    found = []
-    for proc in [parent, *parent.children(recursive=True)]:
-        try:
-            connections, command = proc.net_connections(kind="inet"), " ".join(proc.cmdline()[1:3])
-        except psutil.Error:  # it exited while we looked: it listens on nothing
-            continue
-        found += [(command, c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
-    return found
-
-
 def sweep(team: Team, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = run([sys.executable, "-m", "fmnist.sweep", "run", *args], cwd=team.project, check=False)
@@ -155,7 +142,7 @@ def test_two_worker_hosts_over_tls_publish_a_sweep_and_hosts_without_the_certifi
 ) -> None:
     team = team_remotes(tiny_project)
     with tls_cluster(team, tmp_path / "cluster") as cluster:
-        sockets = [socket for process in cluster.processes for socket in listening(process)]
+        sockets = listening_sockets(*(psutil.Process(process.pid) for process in cluster.processes))
         # scheduler comm + HTTP; per worker host: nanny, worker comm, worker HTTP
         assert len(sockets) == 8 and {address for _, address, _ in sockets} == {"127.0.0.1"}, sockets
 

@@ -14,21 +14,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import command_line, git, tool_env
+from conftest import command_line, git, listening_sockets, tool_env
 from tiny_sweeps import sweep_project
 
 GRID = ["-S", "train.epochs=2,5000", "-S", "train.seed=1"]
 INTERRUPTED = "sweep: interrupted: 1 points published, 1 cancelled; run the same command again to continue"
 POINT_PROCESSES = ("dvc exp run", "stages.train")
-
-
-def listening_addresses(process: psutil.Process) -> set[str]:
-    pids = {process.pid} | {child.pid for child in process.children(recursive=True)}
-    return {
-        connection.laddr.ip
-        for connection in psutil.net_connections(kind="inet")
-        if connection.status == psutil.CONN_LISTEN and connection.pid in pids
-    }
 
 
 @pytest.mark.parametrize("whom", [pytest.param("process group", marks=pytest.mark.slow), "driver only"])
@@ -52,7 +43,7 @@ def test_ctrl_c_stops_the_running_point_publishes_nothing_of_it_and_exits_130(tm
                 training = [child for child in tree.children(recursive=True) if "stages.train" in command_line(child)]
         assert training, "".join(lines)
         time.sleep(3)  # into its epochs
-        assert listening_addresses(tree) == {"127.0.0.1"}
+        assert {address for _, address, _ in listening_sockets(tree)} == {"127.0.0.1"}
         point = [child for child in tree.children(recursive=True) if any(
             name in command_line(child) for name in POINT_PROCESSES)]  # fmt: skip
         assert len(point) >= 2, [command_line(child) for child in point]

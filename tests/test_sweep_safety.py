@@ -9,20 +9,11 @@ import urllib.request
 
 import psutil
 import pytest
+from conftest import listening_sockets
 from distributed import Client
 from distributed.security import Security
 
 from fmnist.sweep import driver
-
-
-def listening(process: psutil.Process) -> set[tuple[str, int]]:
-    """The (address, port) of every socket that `process` and its descendants listen on."""
-    pids = {process.pid} | {child.pid for child in process.children(recursive=True)}
-    return {
-        (connection.laddr.ip, connection.laddr.port)
-        for connection in psutil.net_connections(kind="inet")
-        if connection.status == psutil.CONN_LISTEN and connection.pid in pids
-    }
 
 
 def http_status(port: int) -> int | None:
@@ -41,7 +32,7 @@ def test_the_default_cluster_listens_on_loopback_only_speaks_tls_and_serves_no_p
     with driver.connect(args) as client:
         assert client.submit(sum, [1, 2]).result() == 3
         address = client.scheduler.address
-        sockets = listening(psutil.Process())
+        sockets = {(address, port) for _, address, port in listening_sockets(psutil.Process())}
         assert len(sockets) >= 4  # scheduler, nanny and worker, each with its HTTP listener
         assert {ip for ip, _ in sockets} == {"127.0.0.1"}
         assert address.startswith("tls://127.0.0.1:")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO_ROOT, dvc, git, tool_env
+from conftest import REPO_ROOT, dvc, git, listening_sockets, tool_env
 from test_sweep_cluster import GRID, finished, team_remotes
 
 pytestmark = [
@@ -46,19 +46,7 @@ def listening(project: Path, driver: subprocess.Popen[str]) -> set[tuple[str, in
         cmdline = " ".join(process.info["cmdline"] or [])
         if "distributed.cli.dask_worker" in cmdline and str(project.parent) in cmdline:
             roots.append(process)
-    found = set()
-    for root in roots:
-        try:
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:  # the job ended while we looked
-            continue
-        for process in tree:
-            try:
-                connections = process.net_connections(kind="inet")
-            except psutil.Error:
-                continue
-            found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
-    return found
+    return {(address, port) for _, address, port in listening_sockets(*roots)}
 
 
 def slurm_sweep(project: Path, env: dict[str, str], *args: str) -> tuple[str, set[str], float, set[tuple[str, int]]]:

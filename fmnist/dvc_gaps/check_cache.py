@@ -85,9 +85,12 @@ def incomplete_listings(remote_odb, absent: Iterable[str] = ()) -> list[str]:  #
     ]
 
 
-def remove_remote_objects(remote_odb, paths: Sequence[str]) -> list[str]:  # noqa: ANN001 - DVC's HashFileDB
-    """Delete objects from a remote, first the listings naming them (`incomplete_listings`); the paths deleted."""
-    doomed = [*incomplete_listings(remote_odb, paths), *paths]
+def remove_remote_objects(  # noqa: ANN001 - DVC's HashFileDB
+    remote_odb, paths: Sequence[str], listings: Sequence[str] | None = None
+) -> list[str]:
+    """Delete objects from a remote, first the listings naming them (`incomplete_listings`, unless the caller has
+    them already); the paths deleted."""
+    doomed = [*(incomplete_listings(remote_odb, paths) if listings is None else listings), *paths]
     for path in doomed:
         remote_odb.fs.rm(path)
     return doomed
@@ -114,7 +117,7 @@ def rehash_remote(name: str | None, remove: bool) -> int:
                     corrupted.append(path)
             listings = incomplete_listings(odb, corrupted)
             if remove:
-                remove_remote_objects(odb, corrupted)
+                remove_remote_objects(odb, corrupted, listings)
         except Exception as error:  # whatever the remote's filesystem raises: no keys, no bucket, no server
             print(f"check_cache: cannot read remote '{name}' ({url}): {error}", file=sys.stderr)
             return 1
