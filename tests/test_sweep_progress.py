@@ -27,7 +27,8 @@ def wait_for(condition, what: str, seconds: float = 300) -> None:  # noqa: ANN00
 
 def test_a_point_whose_worker_died_counts_as_waiting_not_running(tmp_path: Path) -> None:
     project = sweep_project(tmp_path / "sweep")
-    env = tool_env() | {"HOME": str(tmp_path / "home")}
+    # SWEEP_SCRATCH: the killed worker never removes its point's clone; under tmp_path, pytest does
+    env = tool_env() | {"HOME": str(tmp_path / "home"), "SWEEP_SCRATCH": str(tmp_path / "scratch")}
     scheduler_file = tmp_path / "scheduler.json"
     scheduler = subprocess.Popen(
         [str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
